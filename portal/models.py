@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+
+
+class Environment(models.Model):
+    """An AWS environment the runbooks act on. Staged rollout walks them by `order`."""
+
+    name = models.SlugField(max_length=32, unique=True, help_text="dev, staging or prod")
+    order = models.PositiveSmallIntegerField(
+        default=0, help_text="Position in the staged rollout (dev first)."
+    )
+    account_id = models.CharField(
+        max_length=12,
+        validators=[RegexValidator(r"^\d{12}$", "An AWS account id is 12 digits.")],
+    )
+    region = models.CharField(max_length=32, default="us-east-1")
+    role_arn = models.CharField(
+        max_length=2048,
+        blank=True,
+        validators=[
+            RegexValidator(
+                r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$",
+                "Enter an IAM role ARN such as arn:aws:iam::123456789012:role/onramp.",
+            )
+        ],
+        help_text="Role Onramp assumes in this environment; blank uses its own credentials.",
+    )
+    # Names of the existing pipeline's resources; {env} is replaced by the name.
+    state_machine_name = models.CharField(max_length=80, default="etl-workflow-{env}")
+    metadata_table_name = models.CharField(max_length=255, default="etl-metadata-{env}")
+    processed_bucket_name = models.CharField(max_length=63, default="processed-data-{env}")
+    raw_bucket_prefix = models.CharField(
+        max_length=40, default="raw-data-", help_text="Raw buckets are named <prefix><source>-<env>."
+    )
+    lambda_functions = models.JSONField(
+        default=list,
+        help_text="The pipeline's Lambda functions; each has a `production` alias.",
+    )
+    lambda_alias = models.CharField(max_length=64, default="production")
+    dashboard_name = models.CharField(max_length=255, default="etl-pipeline-{env}")
+    kms_key_alias = models.CharField(max_length=256, default="alias/etl-{env}")
+    is_production = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["order", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def resource(self, template: str) -> str:
+        return template.format(env=self.name)
+
+    @property
+    def state_machine_arn(self) -> str:
+        name = self.resource(self.state_machine_name)
+        return f"arn:aws:states:{self.region}:{self.account_id}:stateMachine:{name}"
+
+
+class AuditEvent(models.Model):
+    """One thing that happened. Append-only and hash-chained: see portal/audit.py."""
+
+    seq = models.BigIntegerField(unique=True, help_text="Position in the chain, from 1")
+    created_at = models.DateTimeField(db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
+    )
+    actor_label = models.CharField(max_length=150, help_text="username, or the system part")
+    action = models.CharField(max_length=64, db_index=True)
+    object_type = models.CharField(max_length=64, blank=True, db_index=True)
+    object_id = models.CharField(max_length=64, blank=True, db_index=True)
+    object_label = models.CharField(max_length=255, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-seq"]
+        indexes = [models.Index(fields=["object_type", "object_id", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action}"
+
+
+class AuditChainHead(models.Model):
+    """The newest event's id and hash: a single row every append locks and moves forward.
+
+    It serialises appends across processes (SELECT ... FOR UPDATE) and lets audit_verify
+    notice when the newest events were deleted, which the chain alone cannot show.
+    """
+
+    last_seq = models.BigIntegerField(default=0)
+    last_hash = models.CharField(max_length=64, default="0" * 64)
+
+    def __str__(self) -> str:
+        return f"audit head #{self.last_seq}"

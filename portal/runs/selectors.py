@@ -1,0 +1,55 @@
+"""Reads of runs that several pages share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+
+from portal.roles import has_role
+from portal.runs.models import ACTIVE_RUN_STATUSES, DONE_STEP_STATUSES, Run, RunStatus, Step
+from portal.runs.registry import RUN_KINDS
+
+
+def run_list(*, kind: str = "", status: str = "", limit: int = 50) -> QuerySet[Run]:
+    """Recent runs with their step counts, newest first, in a constant number of queries."""
+    runs = Run.objects.select_related("created_by").annotate(
+        step_count=Count("steps"),
+        done_count=Count("steps", filter=Q(steps__status__in=DONE_STEP_STATUSES)),
+    )
+    if kind:
+        runs = runs.filter(kind=kind)
+    if status:
+        runs = runs.filter(status=status)
+    return runs.order_by("-created_at", "-id")[:limit]
+
+
+def run_percent(run: Run, steps: list[Step] | None = None) -> int:
+    if steps is not None:
+        total = len(steps)
+        done = sum(1 for s in steps if s.status in DONE_STEP_STATUSES)
+    else:
+        total = getattr(run, "step_count", None) or run.steps.count()
+        done = getattr(run, "done_count", None)
+        if done is None:
+            done = run.steps.filter(status__in=DONE_STEP_STATUSES).count()
+    if run.status == RunStatus.SUCCEEDED:
+        return 100
+    return int(100 * done / total) if total else 0
+
+
+def run_permissions(run: Run, user: Any) -> dict[str, bool]:
+    """Which buttons this user may press on this run, right now."""
+    spec = RUN_KINDS.get(run.kind)
+    may_operate = bool(spec) and has_role(user, *spec.operate_roles)
+    return {
+        "retry": may_operate and run.status == RunStatus.FAILED,
+        "skip": may_operate and run.status == RunStatus.FAILED,
+        "cancel": may_operate
+        and (run.status in ACTIVE_RUN_STATUSES or run.status == RunStatus.FAILED)
+        and not run.cancel_requested,
+    }
+
+
+def run_kind_choices() -> list[tuple[str, str]]:
+    return sorted(((k, spec.title) for k, spec in RUN_KINDS.items()), key=lambda kv: kv[1])

@@ -1,0 +1,15 @@
+"""Celery entry points for runs: thin, they take ids and call the engine."""
+
+from celery import shared_task
+
+from portal.runs import engine
+
+
+@shared_task(name="runs.advance", acks_late=True, reject_on_worker_lost=True)
+def run_advance(run_id: int) -> str:
+    return engine.advance(run_id)
+
+
+@shared_task(name="runs.reap")
+def runs_reap() -> dict[str, int]:
+    return engine.reap()

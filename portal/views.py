@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from portal.errors import ApplicationError
+from portal.models import Environment
+from portal.roles import Role, has_role, role_required
+from portal.runs.models import ACTIVE_RUN_STATUSES, RunStatus
+from portal.runs.selectors import run_kind_choices, run_list, run_percent
+from portal.runs.services import run_start
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    kind = request.GET.get("kind", "")
+    status = request.GET.get("status", "")
+    runs = list(run_list(kind=kind, status=status))
+    rows = [(run, run_percent(run)) for run in runs]
+    context = {
+        "rows": rows,
+        "kind": kind,
+        "status": status,
+        "kinds": run_kind_choices(),
+        "statuses": RunStatus.choices,
+        "any_active": any(run.status in ACTIVE_RUN_STATUSES for run in runs),
+        "environments": Environment.objects.all(),
+        "can_check": has_role(request.user, Role.ENGINEER, Role.ADMIN),
+    }
+    template = "portal/home.html#runs" if request.htmx else "portal/home.html"
+    return render(request, template, context)
+
+
+@require_POST
+@role_required(Role.ENGINEER, Role.ADMIN)
+def environment_check_start(request: HttpRequest) -> HttpResponse:
+    names = request.POST.getlist("environment") or list(
+        Environment.objects.values_list("name", flat=True)
+    )
+    try:
+        run = run_start(
+            kind="environment.check", actor=request.user, params={"environments": names}
+        )
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("home")
+    return redirect("runs:detail", run_id=run.pk)
+
+
+@login_not_required
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness and database reachability, for load balancers. No secrets, no login."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return JsonResponse({"status": "ok", "database": "ok"})
+    except Exception:  # noqa: BLE001 - any database failure means unhealthy
+        return JsonResponse({"status": "error", "database": "unreachable"}, status=503)
