@@ -35,6 +35,16 @@ class Environment(models.Model):
     raw_bucket_prefix = models.CharField(
         max_length=40, default="raw-data-", help_text="Raw buckets are named <prefix><source>-<env>."
     )
+    schema_bucket_name = models.CharField(
+        max_length=63,
+        default="etl-schemas-{env}",
+        help_text="Bucket the validate Lambda reads schemas from (schemas/<source>/v<n>.json).",
+    )
+    events_role_name = models.CharField(
+        max_length=64,
+        default="etl-events-to-sfn-{env}",
+        help_text="IAM role EventBridge assumes to start the state machine.",
+    )
     lambda_functions = models.JSONField(
         default=list,
         help_text="The pipeline's Lambda functions; each has a `production` alias.",
@@ -53,6 +63,10 @@ class Environment(models.Model):
 
     def resource(self, template: str) -> str:
         return template.format(env=self.name)
+
+    @property
+    def events_role_arn(self) -> str:
+        return f"arn:aws:iam::{self.account_id}:role/{self.resource(self.events_role_name)}"
 
     @property
     def state_machine_arn(self) -> str:
