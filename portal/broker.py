@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 class Channel(filesystem.Channel):
     def _put(self, queue: str, payload: dict, **kwargs: object) -> None:
         folder = Path(self.data_folder_out)
-        name = f"{int(round(monotonic() * 1000)):015d}_{uuid.uuid4()}.{queue}.msg"
+        name = f"{round(monotonic() * 1000):015d}_{uuid.uuid4()}.{queue}.msg"
         tmp = folder / f".tmp-{name}"
         try:
             with tmp.open("wb") as fh:
@@ -50,7 +50,7 @@ class Channel(filesystem.Channel):
         suffix = f".{queue}.msg"
         folder = Path(self.data_folder_in)
         claimed = folder.parent / "claimed"
-        for name in sorted(os.listdir(folder)):
+        for name in sorted(os.listdir(folder)):  # noqa: PTH208 - names are all we need
             if name.startswith(".") or not name.endswith(suffix):
                 continue
             target = claimed / f"{os.getpid()}-{name}"
@@ -75,7 +75,7 @@ class Channel(filesystem.Channel):
         suffix = f".{queue}.msg"
         return sum(
             1
-            for name in os.listdir(self.data_folder_in)
+            for name in os.listdir(self.data_folder_in)  # noqa: PTH208
             if name.endswith(suffix) and not name.startswith(".")
         )
 
@@ -83,7 +83,7 @@ class Channel(filesystem.Channel):
         suffix = f".{queue}.msg"
         folder = Path(self.data_folder_in)
         count = 0
-        for name in os.listdir(folder):
+        for name in os.listdir(folder):  # noqa: PTH208
             if name.endswith(suffix) and not name.startswith("."):
                 try:
                     (folder / name).unlink()

@@ -7,6 +7,7 @@ DATABASE_URL, CELERY_BROKER_URL, ONRAMP_SANDBOX=false, SECRET_KEY and ALLOWED_HO
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -16,7 +17,10 @@ from django.core.exceptions import ImproperlyConfigured
 from portal.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(env_str("ONRAMP_VAR_DIR", str(BASE_DIR / "var")))
+# pytest sets PYTEST_VERSION before anything is imported: a test session (and the workers
+# and servers it starts) keeps its database, broker and files apart from the portal's.
+TESTING = "PYTEST_VERSION" in os.environ
+VAR_DIR = Path(env_str("ONRAMP_VAR_DIR", str(BASE_DIR / "var" / ("test" if TESTING else ""))))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 # The sandbox AWS (moto on loopback) is the default; production sets ONRAMP_SANDBOX=false.
@@ -115,6 +119,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+if TESTING:
+    # Hashing demo passwords with a million PBKDF2 rounds would dominate the test run.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -126,6 +133,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "staticfiles")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Without collectstatic (the embedded set-up) WhiteNoise serves straight from the finders.
 WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", SANDBOX or DEBUG)
@@ -208,6 +216,11 @@ AWS_ENDPOINT_URL = env_str(
 )
 # Environments (dev, staging, prod) are rows editable by admins; these seed them.
 ONRAMP_ENVIRONMENTS = env_list("ONRAMP_ENVIRONMENTS", ["dev", "staging", "prod"])
+
+# --- Onboarding (runbook 1) ----------------------------------------------------------------
+# Sample files: the largest accepted file and the most files one request may hold.
+ONBOARDING_SAMPLE_MAX_BYTES = env_int("ONBOARDING_SAMPLE_MAX_BYTES", 100 * 1024 * 1024)
+ONBOARDING_SAMPLE_MAX_FILES = env_int("ONBOARDING_SAMPLE_MAX_FILES", 50)
 
 # --- Notifications -----------------------------------------------------------------------
 EMAIL_BACKEND = env_str(

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tests.personas import PERSONAS, make_persona
+from tests.workers import cluster  # noqa: F401 - fixture
 
 
 @pytest.fixture

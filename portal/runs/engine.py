@@ -28,7 +28,7 @@ from enum import Enum
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -84,7 +84,9 @@ class StepContext:
         """Record what was read or changed: read, created, updated, unchanged, deleted…"""
         if action not in LOG_ACTIONS:
             raise ValueError(f"unknown log action {action!r}")
-        self.entries.append({"at": timezone.now().isoformat(), "action": action, "message": message})
+        self.entries.append(
+            {"at": timezone.now().isoformat(), "action": action, "message": message}
+        )
         del self.entries[:-LOG_LIMIT]
         self._dirty = True
 
@@ -170,7 +172,6 @@ def advance(run_id: int) -> str:
     outcome = _Next.CONTINUE
     try:
         while outcome is _Next.CONTINUE:
-            close_old_connections()
             outcome = _advance_one(run_id, token)
             if outcome is _Next.CONTINUE and time.monotonic() > slice_ends:
                 _release(run_id, token)
@@ -225,7 +226,7 @@ def _advance_one(run_id: int, token: str) -> _Next:
     heartbeat.start()
     try:
         result: Any = get_step(step.key).func(ctx)
-    except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
+    except Exception as exc:
         result = exc
     finally:
         heartbeat.stop()
@@ -289,8 +290,14 @@ def _step_succeeded(run: Run, step: Step, result: Done, now: datetime) -> _Next:
     step.not_before = None
     step.save(
         update_fields=[
-            "status", "output", "finished_at", "error", "wait_reason", "log",
-            "transient_failures", "not_before",
+            "status",
+            "output",
+            "finished_at",
+            "error",
+            "wait_reason",
+            "log",
+            "transient_failures",
+            "not_before",
         ]
     )
     _audit_step(run, step, "step.succeeded")
@@ -317,7 +324,11 @@ def _step_retries(run: Run, step: Step, message: str, now: datetime) -> _Next:
     step.finished_at = now
     step.log = [
         *step.log,
-        {"at": now.isoformat(), "action": "warning", "message": f"{message} — retrying in {delay:.1f}s"},
+        {
+            "at": now.isoformat(),
+            "action": "warning",
+            "message": f"{message} — retrying in {delay:.1f}s",
+        },
     ][-LOG_LIMIT:]
     step.save(
         update_fields=["status", "not_before", "error", "finished_at", "log", "transient_failures"]
@@ -351,7 +362,9 @@ def _park(run: Run, *, wake_at: datetime | None) -> None:
             enqueue_on_commit(run.pk, countdown=delay)
 
 
-def _finish(run: Run, status: RunStatus, *, actor: Any = None, actor_label: str | None = None) -> None:
+def _finish(
+    run: Run, status: RunStatus, *, actor: Any = None, actor_label: str | None = None
+) -> None:
     now = timezone.now()
     run.status = status
     run.finished_at = now
@@ -428,7 +441,10 @@ def classify_error(exc: BaseException) -> tuple[bool, str]:
         operation = getattr(exc, "operation_name", "call")
         message = f"AWS {operation} failed: {code}: {err.get('Message', '')}".strip()
         return (code in _TRANSIENT_AWS_CODES or (status or 0) >= 500), message
-    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError | ConnectionClosedError):
+    if isinstance(
+        exc,
+        EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError | ConnectionClosedError,
+    ):
         return True, f"AWS could not be reached: {exc}"
     if isinstance(exc, NoCredentialsError):
         return False, "No AWS credentials are configured for this environment."
@@ -437,7 +453,9 @@ def classify_error(exc: BaseException) -> tuple[bool, str]:
 
 def backoff_seconds(failures: int) -> float:
     """Exponential backoff with full jitter: base * 2^(n-1), capped, at least half of it."""
-    ceiling = min(settings.RUNS_BACKOFF_MAX_SECONDS, settings.RUNS_BACKOFF_BASE_SECONDS * 2 ** (failures - 1))
+    ceiling = min(
+        settings.RUNS_BACKOFF_MAX_SECONDS, settings.RUNS_BACKOFF_BASE_SECONDS * 2 ** (failures - 1)
+    )
     return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not security
 
 
@@ -464,10 +482,20 @@ def reap() -> dict[str, int]:
     grace = now - timedelta(seconds=settings.RUNS_ENQUEUE_GRACE_SECONDS)
     free = Q(lease_owner="") | Q(lease_expires_at__lt=now)
     stale_enqueue = Q(last_enqueued_at__isnull=True) | Q(last_enqueued_at__lt=grace)
-    expired = Run.objects.filter(status__in=ACTIVE_RUN_STATUSES, lease_owner__gt="", lease_expires_at__lt=now)
-    unclaimed = Run.objects.filter(status=RunStatus.PENDING, created_at__lt=grace).filter(free & stale_enqueue)
-    due = Run.objects.filter(status=RunStatus.WAITING, wake_at__lte=now).filter(free).filter(
-        Q(last_enqueued_at__isnull=True) | Q(last_enqueued_at__lt=grace) | Q(last_enqueued_at__lt=F("wake_at"))
+    expired = Run.objects.filter(
+        status__in=ACTIVE_RUN_STATUSES, lease_owner__gt="", lease_expires_at__lt=now
+    )
+    unclaimed = Run.objects.filter(status=RunStatus.PENDING, created_at__lt=grace).filter(
+        free & stale_enqueue
+    )
+    due = (
+        Run.objects.filter(status=RunStatus.WAITING, wake_at__lte=now)
+        .filter(free)
+        .filter(
+            Q(last_enqueued_at__isnull=True)
+            | Q(last_enqueued_at__lt=grace)
+            | Q(last_enqueued_at__lt=F("wake_at"))
+        )
     )
     counts = {}
     for name, queryset in (("expired", expired), ("unclaimed", unclaimed), ("due", due)):
@@ -478,4 +506,3 @@ def reap() -> dict[str, int]:
     if any(counts.values()):
         logger.info("reaper re-enqueued %s", counts)
     return counts
-

@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from portal.runs.engine import StepContext
     from portal.roles import Role
+    from portal.runs.engine import StepContext
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,9 @@ STEPS: dict[str, StepSpec] = {}
 RUN_KINDS: dict[str, RunKindSpec] = {}
 
 
-def step(key: str, *, title: str, max_attempts: int | None = None) -> Callable[[StepFunc], StepFunc]:
+def step(
+    key: str, *, title: str, max_attempts: int | None = None
+) -> Callable[[StepFunc], StepFunc]:
     def decorator(func: StepFunc) -> StepFunc:
         if key in STEPS and STEPS[key].func is not func:
             raise ValueError(f"step {key!r} is registered twice")

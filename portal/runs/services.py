@@ -111,7 +111,9 @@ def run_skip_step(*, run: Run, step_id: int, actor: Any, reason: str) -> Step:
     _check_operator(actor, run)
     reason = (reason or "").strip()
     if len(reason) < 5:
-        raise ApplicationError("Say why this step is skipped (at least 5 characters).", field="reason")
+        raise ApplicationError(
+            "Say why this step is skipped (at least 5 characters).", field="reason"
+        )
     with transaction.atomic():
         run = _locked(run)
         step = run.steps.filter(pk=step_id).first()
@@ -145,13 +147,19 @@ def run_cancel(*, run: Run, actor: Any) -> Run:
         run = _locked(run)
         if run.status not in (*ACTIVE_RUN_STATUSES, RunStatus.FAILED):
             raise ApplicationError(f"This run is already {run.get_status_display().lower()}.")
-        leased = bool(run.lease_owner) and run.lease_expires_at and run.lease_expires_at > timezone.now()
+        leased = (
+            bool(run.lease_owner) and run.lease_expires_at and run.lease_expires_at > timezone.now()
+        )
         if leased:
             if run.cancel_requested:
-                raise ApplicationError("Cancelling was already asked for; it happens after the current step.")
+                raise ApplicationError(
+                    "Cancelling was already asked for; it happens after the current step."
+                )
             run.cancel_requested = True
             run.save(update_fields=["cancel_requested"])
-            audit_record(action="run.cancel_requested", actor=actor, obj=run, data={"kind": run.kind})
+            audit_record(
+                action="run.cancel_requested", actor=actor, obj=run, data={"kind": run.kind}
+            )
         else:
             run.cancel_requested = True
             run.save(update_fields=["cancel_requested"])
@@ -162,6 +170,8 @@ def run_cancel(*, run: Run, actor: Any) -> Run:
 def run_wake(*, run: Run) -> None:
     """A person did what a waiting step waits for: have a worker look at it now."""
     with transaction.atomic():
-        updated = Run.objects.filter(pk=run.pk, status=RunStatus.WAITING).update(wake_at=timezone.now())
+        updated = Run.objects.filter(pk=run.pk, status=RunStatus.WAITING).update(
+            wake_at=timezone.now()
+        )
         if updated:
             enqueue_on_commit(run.pk)
