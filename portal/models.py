@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
@@ -33,7 +35,9 @@ class Environment(models.Model):
     metadata_table_name = models.CharField(max_length=255, default="etl-metadata-{env}")
     processed_bucket_name = models.CharField(max_length=63, default="processed-data-{env}")
     raw_bucket_prefix = models.CharField(
-        max_length=40, default="raw-data-", help_text="Raw buckets are named <prefix><source>-<env>."
+        max_length=40,
+        default="raw-data-",
+        help_text="Raw buckets are named <prefix><source>-<env>.",
     )
     schema_bucket_name = models.CharField(
         max_length=63,
@@ -74,8 +78,45 @@ class Environment(models.Model):
         return f"arn:aws:states:{self.region}:{self.account_id}:stateMachine:{name}"
 
 
+class AuditAppendOnlyError(Exception):
+    """Raised when code tries to change or delete an audit event."""
+
+
+def _refuse(what: str) -> NoReturn:
+    raise AuditAppendOnlyError(
+        f"The audit trail is append-only: {what} is refused. "
+        "Record a new event with portal.audit.audit_record instead."
+    )
+
+
+class AuditEventQuerySet(models.QuerySet):
+    """Reads as usual; every bulk write that could rewrite history raises."""
+
+    def update(self, **kwargs: Any) -> NoReturn:
+        _refuse("updating audit events")
+
+    def _update(self, values: Any) -> NoReturn:
+        _refuse("updating audit events")
+
+    def delete(self) -> NoReturn:
+        _refuse("deleting audit events")
+
+    def _raw_delete(self, using: Any) -> NoReturn:
+        _refuse("deleting audit events")
+
+    def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> NoReturn:
+        _refuse("updating audit events")
+
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> NoReturn:
+        _refuse("bulk-creating audit events outside the hash chain")
+
+
 class AuditEvent(models.Model):
-    """One thing that happened. Append-only and hash-chained: see portal/audit.py."""
+    """One thing that happened. Append-only and hash-chained: see portal/audit.py.
+
+    The ORM refuses updates and deletes (here), and so does the database (triggers in
+    migration 0003). Create events only through `portal.audit.audit_record`.
+    """
 
     seq = models.BigIntegerField(unique=True, help_text="Position in the chain, from 1")
     created_at = models.DateTimeField(db_index=True)
@@ -91,12 +132,29 @@ class AuditEvent(models.Model):
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
 
+    objects = AuditEventQuerySet.as_manager()
+
     class Meta:
         ordering = ["-seq"]
         indexes = [models.Index(fields=["object_type", "object_id", "id"])]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action}"
+
+    def save(self, **kwargs: Any) -> None:
+        """Insert a new event; saving one that is already stored is refused."""
+        if not self._state.adding or kwargs.get("force_update") or kwargs.get("update_fields"):
+            _refuse("changing an audit event")
+        kwargs["force_insert"] = True
+        super().save(**kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _refuse("deleting an audit event")
+
+
+class AuditChainHeadQuerySet(models.QuerySet):
+    def delete(self) -> NoReturn:
+        _refuse("deleting the audit chain head")
 
 
 class AuditChainHead(models.Model):
@@ -109,5 +167,10 @@ class AuditChainHead(models.Model):
     last_seq = models.BigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, default="0" * 64)
 
+    objects = AuditChainHeadQuerySet.as_manager()
+
     def __str__(self) -> str:
         return f"audit head #{self.last_seq}"
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _refuse("deleting the audit chain head")
