@@ -194,3 +194,123 @@ class ReaperTests:
 
         cluster.beat()
         assert wait_run(run, ("succeeded", "failed"), 60, cluster).status == RunStatus.SUCCEEDED
+
+
+class CrashTests:
+    def test_a_worker_killed_mid_step_is_replaced_and_leaves_no_duplicate(
+        self, cluster, engineer, environments, tmp_path
+    ):
+        from portal import aws
+        from portal.models import Environment
+
+        journal = tmp_path / "journal"
+        alias = f"alias/engine-crash-{tmp_path.name[-12:]}"
+        doomed = cluster.worker("doomed")
+        run = run_start(
+            kind="test.kms",
+            actor=engineer,
+            params={"environment": "dev", "alias": alias, "pause": 60, "journal": str(journal)},
+        )
+        # Kill the worker (and its pool process) with SIGKILL between CreateKey and
+        # CreateAlias: the worst moment for a non-idempotent AWS call.
+        wait_for(
+            lambda: any(e == "created" for _, _, e, _, _ in read_journal(journal)), 60, "CreateKey"
+        )
+        doomed.kill()
+        doomed.popen.wait(10)
+        assert Run.objects.get(pk=run.pk).status == RunStatus.RUNNING
+
+        cluster.worker("rescuer")
+        cluster.beat()
+        run = wait_run(run, ("succeeded", "failed"), 90, cluster)
+
+        assert run.status == RunStatus.SUCCEEDED
+        step = run.steps.get()
+        assert step.attempts == 2
+        assert step.output["action"] == "updated"  # it adopted the key the dead worker made
+        kms = aws.client("kms", Environment.objects.get(name="dev"))
+        tagged = [
+            key["KeyId"]
+            for key in kms.list_keys()["Keys"]
+            if {"TagKey": "onramp:alias", "TagValue": alias}
+            in kms.list_resource_tags(KeyId=key["KeyId"]).get("Tags", [])
+        ]
+        assert len(tagged) == 1, f"expected exactly one key for {alias}, found {tagged}"
+        aliases = [a for a in kms.list_aliases()["Aliases"] if a["AliasName"] == alias]
+        assert [a["TargetKeyId"] for a in aliases] == tagged
+        actions = list(
+            AuditEvent.objects.filter(object_type="runs.run", object_id=str(run.pk))
+            .order_by("seq")
+            .values_list("action", flat=True)
+        )
+        assert actions == [
+            "run.started",
+            "step.running",
+            "step.restarted",
+            "step.succeeded",
+            "run.succeeded",
+        ]
+
+
+class AwsErrorTests:
+    def test_throttling_is_retried_with_backoff_and_the_run_succeeds(
+        self, cluster, engineer, environments, sandbox
+    ):
+        # More throttles than boto3's own retries absorb: the engine has to back off too.
+        sandbox.inject(
+            service="sts",
+            operation="GetCallerIdentity",
+            code="Throttling",
+            message="Rate exceeded",
+            status=400,
+            count=4,
+        )
+        cluster.worker()
+        run = run_start(kind="test.aws", actor=engineer, params={"environment": "dev"})
+
+        run = wait_run(run, ("succeeded", "failed"), 60, cluster)
+
+        assert run.status == RunStatus.SUCCEEDED, run.error
+        caller = run.steps.get(key="test.caller")
+        assert caller.attempts == 2
+        assert any("retrying in" in entry["message"] for entry in caller.log)
+        assert (
+            AuditEvent.objects.filter(
+                object_type="runs.run", object_id=str(run.pk), action="step.retry_scheduled"
+            ).count()
+            == 1
+        )
+
+    def test_access_denied_fails_the_run_with_the_aws_message_until_retried(
+        self, cluster, engineer, environments, sandbox, client
+    ):
+        from django.urls import reverse
+
+        sandbox.inject(
+            service="sts",
+            operation="GetCallerIdentity",
+            code="AccessDenied",
+            message="User: arn:aws:iam::111111111111:user/onramp is not authorized to perform: sts:GetCallerIdentity",
+            status=403,
+            count=-1,
+        )
+        cluster.worker()
+        run = run_start(kind="test.aws", actor=engineer, params={"environment": "dev"})
+
+        run = wait_run(run, ("succeeded", "failed"), 60, cluster)
+
+        assert run.status == RunStatus.FAILED
+        failed = run.steps.get(key="test.caller")
+        assert failed.attempts == 1, "a permanent error is not retried"
+        client.force_login(engineer)
+        page = client.get(reverse("runs:detail", args=[run.pk])).content.decode()
+        assert (
+            "AccessDenied" in page and "is not authorized to perform: sts:GetCallerIdentity" in page
+        )
+
+        sandbox.clear()
+        response = client.post(reverse("runs:step-retry", args=[run.pk, failed.pk]))
+        assert response.status_code == 302
+        run = wait_run(run, ("succeeded", "failed"), 60, cluster)
+        assert run.status == RunStatus.SUCCEEDED
+        assert run.steps.get(key="test.record", position=2).status == StepStatus.SUCCEEDED

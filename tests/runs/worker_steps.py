@@ -45,7 +45,7 @@ def plan_sequence(params: dict[str, Any]) -> list[PlannedStep]:
 def ensure_key(ctx: Any) -> Done:
     journal(ctx, "start")
 
-    def pause_after_create() -> None:
+    def pause_after_create(key_id: str) -> None:
         journal(ctx, "created")
         time.sleep(float(ctx.params.get("pause", 0)))
 
