@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -82,6 +83,27 @@ def describe(obj: models.Model | None) -> tuple[str, str, str]:
     return obj._meta.label_lower, str(obj.pk), str(obj)[:255]
 
 
+_batch = threading.local()
+
+
+@contextmanager
+def audit_batch() -> Iterator[None]:
+    """Within this block (inside one transaction) events are appended together when it
+    ends: one lock of the chain head for all of them instead of one each. The run engine
+    uses it to record a step's end and the next step's start in a single transaction."""
+    if getattr(_batch, "events", None) is not None:
+        yield  # already batching
+        return
+    _batch.events = []
+    try:
+        yield
+        events, _batch.events = _batch.events, None
+        if events:
+            _append(events)
+    finally:
+        _batch.events = None
+
+
 def audit_record(
     *,
     action: str,
@@ -96,26 +118,41 @@ def audit_record(
     label = actor_label or (user.get_username() if user else SYSTEM_ACTOR)
     # Round-trip through JSON so the stored value and the hashed value are the same.
     payload = json.loads(json.dumps(data or {}, default=str))
-    with transaction.atomic():
-        head, _ = AuditChainHead.objects.select_for_update().get_or_create(pk=1)
-        event = AuditEvent(
-            seq=head.last_seq + 1,
-            created_at=timezone.now(),
-            actor=user,
-            actor_label=label[:150],
-            action=action,
-            object_type=object_type,
-            object_id=object_id,
-            object_label=object_label,
-            data=payload,
-            prev_hash=head.last_hash,
-        )
-        event.hash = hash_of(event)
-        event.save(force_insert=True)
-        head.last_seq = event.seq
-        head.last_hash = event.hash
-        head.save(update_fields=["last_seq", "last_hash"])
+    event = AuditEvent(
+        created_at=timezone.now(),
+        actor=user,
+        actor_label=label[:150],
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        object_label=object_label,
+        data=payload,
+    )
+    pending = getattr(_batch, "events", None)
+    if pending is not None:
+        pending.append(event)
+    else:
+        _append([event])
     return event
+
+
+def _append(events: list[AuditEvent]) -> None:
+    """Chain and insert events under one lock of the chain head."""
+    # No savepoint: when the caller has a transaction the events commit or roll back with
+    # it, which is the point; when it has none, this block is the transaction.
+    with transaction.atomic(savepoint=False):
+        head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
+        if head is None:
+            AuditChainHead.objects.get_or_create(pk=1)
+            head = AuditChainHead.objects.select_for_update().get(pk=1)
+        for event in events:
+            event.seq = head.last_seq + 1
+            event.prev_hash = head.last_hash
+            event.hash = hash_of(event)
+            event.save(force_insert=True)
+            head.last_seq = event.seq
+            head.last_hash = event.hash
+        head.save(update_fields=["last_seq", "last_hash"])
 
 
 def audit_event_filter(

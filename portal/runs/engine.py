@@ -32,7 +32,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from portal.audit import audit_record
+from portal.audit import audit_batch, audit_record
 from portal.runs.models import (
     ACTIVE_RUN_STATUSES,
     DONE_STEP_STATUSES,
@@ -60,6 +60,7 @@ class _Next(Enum):
     CONTINUE = "continue"
     STOP = "stop"
     LOST = "lost"
+    YIELD = "yielded"
 
 
 # --- What a step sees ------------------------------------------------------------------
@@ -74,6 +75,7 @@ class StepContext:
     token: str
     entries: list[dict[str, str]] = field(default_factory=list)
     lease_lost: threading.Event = field(default_factory=threading.Event)
+    environments: dict[str, Any] = field(default_factory=dict)
     _dirty: bool = False
 
     @property
@@ -96,10 +98,12 @@ class StepContext:
         name = self.params.get("environment")
         if not name:
             raise PermanentStepError("This step needs an environment and none was given.")
-        try:
-            return Environment.objects.get(name=name)
-        except Environment.DoesNotExist:
-            raise PermanentStepError(f"There is no environment called {name!r}.") from None
+        if name not in self.environments:  # cached for the rest of this worker's slice
+            try:
+                self.environments[name] = Environment.objects.get(name=name)
+            except Environment.DoesNotExist:
+                raise PermanentStepError(f"There is no environment called {name!r}.") from None
+        return self.environments[name]
 
     def aws(self, service: str, environment: Any = None) -> Any:
         """A boto3 client for `service` in the step's environment (portal/aws.py)."""
@@ -112,31 +116,46 @@ class StepContext:
         return not self.lease_lost.is_set()
 
 
-class _Heartbeat(threading.Thread):
-    """Renews the lease (and saves the log tail) while a step executes."""
+@dataclass
+class _Lease:
+    """One worker's hold on one run, for as long as it keeps executing its steps."""
 
-    def __init__(self, ctx: StepContext) -> None:
-        super().__init__(name=f"run-{ctx.run.pk}-heartbeat", daemon=True)
-        self.ctx = ctx
+    run_id: int
+    token: str
+    lost: threading.Event = field(default_factory=threading.Event)
+    environments: dict[str, Any] = field(default_factory=dict)
+    current: StepContext | None = None
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the lease while the worker holds the run, and saves the running step's log
+    tail so the run page shows it before the step ends."""
+
+    def __init__(self, lease: _Lease) -> None:
+        super().__init__(name=f"run-{lease.run_id}-heartbeat", daemon=True)
+        self.lease = lease
         self.stopped = threading.Event()
 
     def run(self) -> None:
         try:
             while not self.stopped.wait(settings.RUNS_HEARTBEAT_SECONDS):
                 now = timezone.now()
-                renewed = Run.objects.filter(pk=self.ctx.run.pk, lease_owner=self.ctx.token).update(
+                renewed = Run.objects.filter(
+                    pk=self.lease.run_id, lease_owner=self.lease.token
+                ).update(
                     lease_expires_at=now + timedelta(seconds=settings.RUNS_LEASE_SECONDS),
                     heartbeat_at=now,
                 )
                 if not renewed:
-                    logger.warning("run %s: lease lost during step", self.ctx.run.pk)
-                    self.ctx.lease_lost.set()
+                    logger.warning("run %s: lease lost", self.lease.run_id)
+                    self.lease.lost.set()
                     return
-                if self.ctx._dirty:
-                    self.ctx._dirty = False
-                    Step.objects.filter(pk=self.ctx.step.pk).update(log=list(self.ctx.entries))
+                ctx = self.lease.current
+                if ctx is not None and ctx._dirty:
+                    ctx._dirty = False
+                    Step.objects.filter(pk=ctx.step.pk).update(log=list(ctx.entries))
         except Exception:
-            logger.exception("run %s: heartbeat failed", self.ctx.run.pk)
+            logger.exception("run %s: heartbeat failed", self.lease.run_id)
         finally:
             connection.close()
 
@@ -164,22 +183,47 @@ def enqueue_on_commit(run_id: int, *, countdown: float | None = None) -> None:
 
 
 def advance(run_id: int) -> str:
-    """Claim the run and execute its next steps. Returns what happened, for logs and tests."""
+    """Claim the run and execute its next steps. Returns what happened, for logs and tests.
+
+    Each step's outcome and the next step's start are recorded in one transaction, so a
+    step costs one commit; the step itself runs outside any transaction.
+    """
     token = f"{WORKER_ID}:{uuid.uuid4().hex[:12]}"
     if not _claim(run_id, token):
         return "not-claimed"
+    lease = _Lease(run_id=run_id, token=token)
+    heartbeat = _Heartbeat(lease)
+    heartbeat.start()
     slice_ends = time.monotonic() + settings.RUNS_SLICE_SECONDS
     outcome = _Next.CONTINUE
+    finished: tuple[Step, StepContext, Any] | None = None  # executed, not yet recorded
     try:
-        while outcome is _Next.CONTINUE:
-            outcome = _advance_one(run_id, token)
-            if outcome is _Next.CONTINUE and time.monotonic() > slice_ends:
-                _release(run_id, token)
-                enqueue(run_id)
-                return "yielded"
+        while True:
+            with transaction.atomic(), audit_batch():
+                # The fence: this UPDATE locks the run row and proves we still hold the lease.
+                if not Run.objects.filter(pk=run_id, lease_owner=token).update(
+                    heartbeat_at=timezone.now()
+                ):
+                    logger.warning("run %s: lease lost, recording nothing", run_id)
+                    outcome = _Next.LOST
+                    break
+                run = Run.objects.get(pk=run_id)
+                if finished is not None:
+                    outcome = _record(run, *finished)
+                    finished = None
+                if outcome is _Next.CONTINUE and time.monotonic() > slice_ends:
+                    outcome = _Next.YIELD
+                if outcome is _Next.CONTINUE:
+                    outcome, step = _begin_next_step(run)
+            if outcome is not _Next.CONTINUE:
+                break
+            finished = (step, *_execute(lease, run, step))
     finally:
+        heartbeat.stop()
         if outcome is not _Next.LOST:
             _release(run_id, token)
+    if outcome is _Next.YIELD:
+        enqueue(run_id)  # let other runs have the worker; this one carries on later
     return outcome.value
 
 
@@ -202,35 +246,43 @@ def _release(run_id: int, token: str) -> None:
     Run.objects.filter(pk=run_id, lease_owner=token).update(lease_owner="", lease_expires_at=None)
 
 
-def _advance_one(run_id: int, token: str) -> _Next:
-    with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run_id)
-        if run.lease_owner != token:
-            return _Next.LOST
-        if run.cancel_requested:
-            _finish(run, RunStatus.CANCELLED, actor_label=WORKER_ID)
-            return _Next.STOP
-        step = run.steps.exclude(status__in=DONE_STEP_STATUSES).order_by("position").first()
-        if step is None:
-            _finish(run, RunStatus.SUCCEEDED, actor_label=WORKER_ID)
-            return _Next.STOP
-        if step.status in (StepStatus.FAILED, StepStatus.CANCELLED):
-            return _Next.STOP  # a person decides what happens next
-        now = timezone.now()
-        if step.not_before and step.not_before > now:
-            _park(run, wake_at=step.not_before)
-            return _Next.STOP
-        _start_step(run, step, now)
-    ctx = StepContext(run=run, step=step, token=token, entries=list(step.log))
-    heartbeat = _Heartbeat(ctx)
-    heartbeat.start()
+def _begin_next_step(run: Run) -> tuple[_Next, Step | None]:
+    """Inside the transaction: honour a cancel, finish, park or start the next step."""
+    if run.cancel_requested:
+        _finish(run, RunStatus.CANCELLED, actor_label=WORKER_ID)
+        return _Next.STOP, None
+    step = run.steps.exclude(status__in=DONE_STEP_STATUSES).order_by("position").first()
+    if step is None:
+        _finish(run, RunStatus.SUCCEEDED, actor_label=WORKER_ID)
+        return _Next.STOP, None
+    if step.status in (StepStatus.FAILED, StepStatus.CANCELLED):
+        return _Next.STOP, None  # a person decides what happens next
+    now = timezone.now()
+    if step.not_before and step.not_before > now:
+        _park(run, wake_at=step.not_before)
+        return _Next.STOP, None
+    _start_step(run, step, now)
+    return _Next.CONTINUE, step
+
+
+def _execute(lease: _Lease, run: Run, step: Step) -> tuple[StepContext, Any]:
+    """Run the step function outside any transaction; never raises."""
+    ctx = StepContext(
+        run=run,
+        step=step,
+        token=lease.token,
+        entries=list(step.log),
+        lease_lost=lease.lost,
+        environments=lease.environments,
+    )
+    lease.current = ctx
     try:
         result: Any = get_step(step.key).func(ctx)
-    except Exception as exc:
+    except Exception as exc:  # every failure is classified and recorded
         result = exc
     finally:
-        heartbeat.stop()
-    return _record(run_id, step.pk, token, ctx, result)
+        lease.current = None
+    return ctx, result
 
 
 def _start_step(run: Run, step: Step, now: datetime) -> None:
@@ -256,29 +308,24 @@ def _start_step(run: Run, step: Step, now: datetime) -> None:
         _audit_step(run, step, "step.running")
 
 
-def _record(run_id: int, step_id: int, token: str, ctx: StepContext, result: Any) -> _Next:
-    with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run_id)
-        if run.lease_owner != token:
-            logger.warning("run %s: lease lost before recording step %s", run_id, step_id)
-            return _Next.LOST
-        step = Step.objects.get(pk=step_id)
-        step.log = ctx.entries
-        now = timezone.now()
-        if result is None:
-            result = Done()
-        if isinstance(result, Done):
-            return _step_succeeded(run, step, result, now)
-        if isinstance(result, Wait):
-            return _step_waits(run, step, result, now)
-        transient, message = classify_error(result)
-        if transient and step.transient_failures + 1 < _max_attempts(step):
-            return _step_retries(run, step, message, now)
-        if transient:
-            message = f"Gave up after {step.transient_failures + 1} attempts: {message}"
-        if not isinstance(result, PermanentStepError | TransientStepError) and not _is_aws(result):
-            logger.error("run %s step %s crashed:\n%s", run_id, step.key, _format_tb(result))
-        return _step_fails(run, step, message, now)
+def _record(run: Run, step: Step, ctx: StepContext, result: Any) -> _Next:
+    """Inside the transaction: store what the step's execution came to."""
+    step.log = ctx.entries
+    now = timezone.now()
+    if result is None:
+        result = Done()
+    if isinstance(result, Done):
+        return _step_succeeded(run, step, result, now)
+    if isinstance(result, Wait):
+        return _step_waits(run, step, result, now)
+    transient, message = classify_error(result)
+    if transient and step.transient_failures + 1 < _max_attempts(step):
+        return _step_retries(run, step, message, now)
+    if transient:
+        message = f"Gave up after {step.transient_failures + 1} attempts: {message}"
+    if not isinstance(result, PermanentStepError | TransientStepError) and not _is_aws(result):
+        logger.error("run %s step %s crashed:\n%s", run.pk, step.key, _format_tb(result))
+    return _step_fails(run, step, message, now)
 
 
 def _step_succeeded(run: Run, step: Step, result: Done, now: datetime) -> _Next:
@@ -322,14 +369,14 @@ def _step_retries(run: Run, step: Step, message: str, now: datetime) -> _Next:
     step.not_before = now + timedelta(seconds=delay)
     step.error = message
     step.finished_at = now
-    step.log = [
-        *step.log,
+    step.log.append(
         {
             "at": now.isoformat(),
             "action": "warning",
             "message": f"{message} — retrying in {delay:.1f}s",
-        },
-    ][-LOG_LIMIT:]
+        }
+    )
+    del step.log[:-LOG_LIMIT]
     step.save(
         update_fields=["status", "not_before", "error", "finished_at", "log", "transient_failures"]
     )

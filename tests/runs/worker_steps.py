@@ -38,6 +38,11 @@ def record(ctx: Any) -> Done:
 
 @run_kind("test.sequence", title="Test sequence", start_roles=[Role.ENGINEER])
 def plan_sequence(params: dict[str, Any]) -> list[PlannedStep]:
+    if "sleeps" in params:  # one step per given duration
+        return [
+            PlannedStep("test.record", f"Step {i + 1}", {"sleep": s})
+            for i, s in enumerate(params["sleeps"])
+        ]
     return [PlannedStep("test.record", f"Step {i + 1}") for i in range(int(params.get("steps", 3)))]
 
 

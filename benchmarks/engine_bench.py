@@ -1,0 +1,267 @@
+"""Benchmark the run engine in the embedded set-up (or PostgreSQL/Redis when configured).
+
+Prints:
+1. the environment check's wall time through the engine (click → run finished, and first
+   step started → run finished) against the same boto3 calls in a plain loop, and the ratio
+   (target ≤ 1.3×);
+2. the delay from a step finishing (its finished_at in the database) to the progress
+   partial showing it in a real browser (target p95 ≤ 1.5 s).
+
+Usage: .venv/bin/python benchmarks/engine_bench.py [--repeat 10] [--steps 30]
+It starts its own sandbox, worker and web server in a temporary folder and stops them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Stack:
+    """The portal's processes in a temporary var folder."""
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="onramp-bench-"))
+        self.sandbox_port = free_port()
+        self.web_port = free_port()
+        self.env = dict(os.environ)
+        self.env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "portal.settings",
+                "ONRAMP_VAR_DIR": str(self.tmp),
+                "ONRAMP_SANDBOX_PORT": str(self.sandbox_port),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        self.env.pop("PYTEST_VERSION", None)
+        self.procs: list[subprocess.Popen] = []
+
+    def manage(self, *args: str) -> None:
+        subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def spawn(self, name: str, args: list[str], ready: str, timeout: float = 90) -> None:
+        log = (self.tmp / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        deadline = time.monotonic() + timeout
+        path = self.tmp / f"{name}.log"
+        while time.monotonic() < deadline:
+            if ready in path.read_text(errors="replace"):
+                return
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} did not start:\n{path.read_text(errors='replace')[-3000:]}")
+
+    def start(self, *, web: bool) -> None:
+        self.manage("migrate", "-v0")
+        self.manage("seed_environments")
+        self.spawn("sandbox", [sys.executable, "manage.py", "sandbox"], "sandbox ready")
+        self.spawn(
+            "worker",
+            [
+                sys.executable, "-m", "celery", "-A", "portal", "worker", "-c", "2", "-l", "info",
+                "-I", "tests.runs.worker_steps", "--without-gossip", "--without-mingle",
+            ],
+            "ready.",
+        )
+        if web:
+            self.spawn(
+                "web",
+                [sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.web_port}", "--noreload"],
+                "Quit the server",
+            )
+
+    def stop(self) -> None:
+        import signal
+
+        for proc in reversed(self.procs):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def wait_terminal(run_id: int, timeout: float = 120):  # noqa: ANN201
+    from portal.runs.models import Run
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = Run.objects.get(pk=run_id)
+        if run.is_terminal:
+            return run
+        time.sleep(0.02)
+    raise RuntimeError(f"run {run_id} did not finish")
+
+
+def environment_check_calls(environments: list) -> None:
+    """The environment check's boto3 calls, in a plain loop, with the same reused clients."""
+    from portal import aws
+
+    for env in environments:
+        aws.client("sts", env).get_caller_identity()
+        aws.client("stepfunctions", env).describe_state_machine(stateMachineArn=env.state_machine_arn)
+        lam = aws.client("lambda", env)
+        for name in env.lambda_functions:
+            lam.get_function(FunctionName=name)
+            lam.get_alias(FunctionName=name, Name=env.lambda_alias)
+        aws.client("dynamodb", env).describe_table(TableName=env.resource(env.metadata_table_name))
+        s3 = aws.client("s3", env)
+        bucket = env.resource(env.processed_bucket_name)
+        s3.head_bucket(Bucket=bucket)
+        s3.get_bucket_versioning(Bucket=bucket)
+
+
+def bench_environment_check(repeat: int) -> None:
+    from portal.models import Environment
+    from portal.runs.services import run_start
+    from tests.personas import make_persona
+
+    engineer = make_persona("erin")
+    names = list(Environment.objects.values_list("name", flat=True))
+    # Warm both paths once (imports, connections, clients).
+    wait_terminal(run_start(kind="environment.check", actor=engineer, params={"environments": names}).pk)
+    environment_check_calls(list(Environment.objects.all()))
+
+    clicked, executed, plain = [], [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run = run_start(kind="environment.check", actor=engineer, params={"environments": names})
+        run = wait_terminal(run.pk)
+        clicked.append(time.perf_counter() - t0)
+        assert run.status == "succeeded", run.error
+        executed.append((run.finished_at - run.started_at).total_seconds())
+
+        t0 = time.perf_counter()
+        environment_check_calls(list(Environment.objects.all()))
+        plain.append(time.perf_counter() - t0)
+
+    steps = run.steps.count()
+    med_click, med_exec, med_plain = (statistics.median(v) for v in (clicked, executed, plain))
+    print(f"\nEnvironment check, {len(names)} environments, {steps} steps, {repeat} runs (median):")
+    print(f"  plain boto3 loop, same calls           {med_plain * 1000:8.1f} ms")
+    print(f"  engine, first step → finished          {med_exec * 1000:8.1f} ms   ratio {med_exec / med_plain:4.2f}×")
+    print(f"  engine, click → finished (incl. queue) {med_click * 1000:8.1f} ms   ratio {med_click / med_plain:4.2f}×")
+
+
+def bench_progress_delay(stack: Stack, steps: int) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from portal.runs.models import Run
+    from portal.runs.services import run_start
+    from tests.personas import PASSWORD, make_persona
+
+    make_persona("erin")
+    base = f"http://127.0.0.1:{stack.web_port}"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
+        page = browser.new_page(base_url=base)
+        page.goto("/login/")
+        page.fill("#id_username", "erin")
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(lambda url: "/login/" not in url)
+
+        from django.contrib.auth.models import User
+
+        rng = random.Random(7)
+        # Random step lengths so finishing times fall at every phase of the 1 s poll.
+        run = run_start(
+            kind="test.sequence",
+            actor=User.objects.get(username="erin"),
+            params={"sleeps": [round(rng.uniform(0.2, 1.6), 3) for _ in range(steps)]},
+        )
+        page.goto(f"/runs/{run.pk}/")
+        page.evaluate(
+            """() => {
+              window.__seen = {};
+              const record = () => document.querySelectorAll('[data-step-key]').forEach((el, i) => {
+                if (el.dataset.stepStatus === 'succeeded' && !(i in window.__seen)) window.__seen[i] = Date.now();
+              });
+              record();
+              new MutationObserver(record).observe(document.body, {subtree: true, childList: true, attributes: true});
+            }"""
+        )
+        page.wait_for_selector('#run-progress[data-status="succeeded"]', timeout=steps * 5000)
+        seen = page.evaluate("() => window.__seen")
+        if os.environ.get("BENCH_DEBUG"):
+            print(seen, page.locator("[data-step-key]").count())
+        browser.close()
+    run = Run.objects.get(pk=run.pk)
+    delays = []
+    for step in run.steps.order_by("position"):
+        shown_ms = seen.get(str(step.position))
+        if shown_ms is None:
+            continue
+        delays.append(shown_ms / 1000 - step.finished_at.timestamp())
+    print(f"\nProgress partial delay, {len(delays)} steps of 0.2–1.6 s, polling every 1 s:")
+    print(
+        f"  step finished → shown in the browser: p50 {percentile(delays, 50):.2f} s, "
+        f"p95 {percentile(delays, 95):.2f} s, max {max(delays):.2f} s (target p95 ≤ 1.5 s)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--skip-browser", action="store_true")
+    args = parser.parse_args()
+
+    stack = Stack()
+    os.environ.update({k: v for k, v in stack.env.items() if k.startswith(("ONRAMP_", "DJANGO_"))})
+    os.environ.pop("PYTEST_VERSION", None)
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    try:
+        stack.start(web=not args.skip_browser)
+        import django
+
+        django.setup()
+        import tests.runs.worker_steps  # noqa: F401 - the sequence kind used for the delay test
+        from django.conf import settings
+
+        print(f"database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, "
+              f"broker {settings.CELERY_BROKER_URL.split('://')[0]}, worker concurrency 2")
+        bench_environment_check(args.repeat)
+        if not args.skip_browser:
+            bench_progress_delay(stack, args.steps)
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
