@@ -14,6 +14,7 @@ It starts its own sandbox, worker and web server in a temporary folder and stops
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import socket
@@ -61,14 +62,21 @@ class Stack:
 
     def manage(self, *args: str) -> None:
         subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True,
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
             stdout=subprocess.DEVNULL,
         )
 
     def spawn(self, name: str, args: list[str], ready: str, timeout: float = 90) -> None:
         log = (self.tmp / f"{name}.log").open("wb")
         proc = subprocess.Popen(
-            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.procs.append(proc)
@@ -89,15 +97,33 @@ class Stack:
         self.spawn(
             "worker",
             [
-                sys.executable, "-m", "celery", "-A", "portal", "worker", "-c", "2", "-l", "info",
-                "-I", "tests.runs.worker_steps", "--without-gossip", "--without-mingle",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "-c",
+                "2",
+                "-l",
+                "info",
+                "-I",
+                "tests.runs.worker_steps",
+                "--without-gossip",
+                "--without-mingle",
             ],
             "ready.",
         )
         if web:
             self.spawn(
                 "web",
-                [sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.web_port}", "--noreload"],
+                [
+                    sys.executable,
+                    "manage.py",
+                    "runserver",
+                    f"127.0.0.1:{self.web_port}",
+                    "--noreload",
+                ],
                 "Quit the server",
             )
 
@@ -109,13 +135,11 @@ class Stack:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(10)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
-def wait_terminal(run_id: int, timeout: float = 120):  # noqa: ANN201
+def wait_terminal(run_id: int, timeout: float = 120):
     from portal.runs.models import Run
 
     deadline = time.monotonic() + timeout
@@ -133,7 +157,9 @@ def environment_check_calls(environments: list) -> None:
 
     for env in environments:
         aws.client("sts", env).get_caller_identity()
-        aws.client("stepfunctions", env).describe_state_machine(stateMachineArn=env.state_machine_arn)
+        aws.client("stepfunctions", env).describe_state_machine(
+            stateMachineArn=env.state_machine_arn
+        )
         lam = aws.client("lambda", env)
         for name in env.lambda_functions:
             lam.get_function(FunctionName=name)
@@ -153,7 +179,9 @@ def bench_environment_check(repeat: int) -> None:
     engineer = make_persona("erin")
     names = list(Environment.objects.values_list("name", flat=True))
     # Warm both paths once (imports, connections, clients).
-    wait_terminal(run_start(kind="environment.check", actor=engineer, params={"environments": names}).pk)
+    wait_terminal(
+        run_start(kind="environment.check", actor=engineer, params={"environments": names}).pk
+    )
     environment_check_calls(list(Environment.objects.all()))
 
     clicked, executed, plain = [], [], []
@@ -173,8 +201,11 @@ def bench_environment_check(repeat: int) -> None:
     med_click, med_exec, med_plain = (statistics.median(v) for v in (clicked, executed, plain))
     print(f"\nEnvironment check, {len(names)} environments, {steps} steps, {repeat} runs (median):")
     print(f"  plain boto3 loop, same calls           {med_plain * 1000:8.1f} ms")
-    print(f"  engine, first step → finished          {med_exec * 1000:8.1f} ms   ratio {med_exec / med_plain:4.2f}×")
-    print(f"  engine, click → finished (incl. queue) {med_click * 1000:8.1f} ms   ratio {med_click / med_plain:4.2f}×")
+    for label, value in (
+        ("engine, first step → finished         ", med_exec),
+        ("engine, click → finished (incl. queue)", med_click),
+    ):
+        print(f"  {label} {value * 1000:8.1f} ms   ratio {value / med_plain:4.2f}×")
 
 
 def bench_progress_delay(stack: Stack, steps: int) -> None:
@@ -209,11 +240,14 @@ def bench_progress_delay(stack: Stack, steps: int) -> None:
         page.evaluate(
             """() => {
               window.__seen = {};
-              const record = () => document.querySelectorAll('[data-step-key]').forEach((el, i) => {
-                if (el.dataset.stepStatus === 'succeeded' && !(i in window.__seen)) window.__seen[i] = Date.now();
+              const steps = () => document.querySelectorAll('[data-step-key]');
+              const record = () => steps().forEach((el, i) => {
+                const done = el.dataset.stepStatus === 'succeeded';
+                if (done && !(i in window.__seen)) window.__seen[i] = Date.now();
               });
               record();
-              new MutationObserver(record).observe(document.body, {subtree: true, childList: true, attributes: true});
+              const options = {subtree: true, childList: true, attributes: true};
+              new MutationObserver(record).observe(document.body, options);
             }"""
         )
         page.wait_for_selector('#run-progress[data-status="succeeded"]', timeout=steps * 5000)
@@ -251,11 +285,14 @@ def main() -> None:
         import django
 
         django.setup()
-        import tests.runs.worker_steps  # noqa: F401 - the sequence kind used for the delay test
         from django.conf import settings
 
-        print(f"database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, "
-              f"broker {settings.CELERY_BROKER_URL.split('://')[0]}, worker concurrency 2")
+        import tests.runs.worker_steps  # noqa: F401 - the sequence kind used for the delay test
+
+        print(
+            f"database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, "
+            f"broker {settings.CELERY_BROKER_URL.split('://')[0]}, worker concurrency 2"
+        )
         bench_environment_check(args.repeat)
         if not args.skip_browser:
             bench_progress_delay(stack, args.steps)

@@ -38,21 +38,38 @@ class Channel(filesystem.Channel):
         name = f"{round(monotonic() * 1000):015d}_{uuid.uuid4()}.{queue}.msg"
         tmp = folder / f".tmp-{name}"
         try:
-            with tmp.open("wb") as fh:
-                fh.write(str_to_bytes(dumps(payload)))
-                fh.flush()
-                os.fsync(fh.fileno())
+            # No fsync: the rename makes the whole message visible at once to every other
+            # process, which is what matters; surviving a power cut does not, because the
+            # reaper re-enqueues from the database.
+            tmp.write_bytes(str_to_bytes(dumps(payload)))
             tmp.replace(folder / name)
         except OSError as exc:
             raise filesystem.ChannelError(f"Cannot add message to {folder}: {exc}") from exc
 
+    def _listing(self, queue: str, folder: Path) -> list[str]:
+        """Names waiting in `queue`, oldest first. One directory listing serves many gets:
+        listing and sorting per message would make a long queue drain in O(n²)."""
+        cache = self.__dict__.setdefault("_names", {})
+        names = cache.get(queue)
+        if not names:
+            suffix = f".{queue}.msg"
+            names = sorted(
+                (
+                    n
+                    for n in os.listdir(folder)  # noqa: PTH208 - names are all we need
+                    if n.endswith(suffix) and not n.startswith(".")
+                ),
+                reverse=True,
+            )
+            cache[queue] = names
+        return names
+
     def _get(self, queue: str) -> dict:
-        suffix = f".{queue}.msg"
         folder = Path(self.data_folder_in)
         claimed = folder.parent / "claimed"
-        for name in sorted(os.listdir(folder)):  # noqa: PTH208 - names are all we need
-            if name.startswith(".") or not name.endswith(suffix):
-                continue
+        names = self._listing(queue, folder)
+        while names:
+            name = names.pop()
             target = claimed / f"{os.getpid()}-{name}"
             try:
                 (folder / name).rename(target)

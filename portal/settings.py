@@ -176,7 +176,7 @@ if CELERY_BROKER_URL.startswith("onrampfs://"):
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "control_folder": str(BROKER_DIR / "control"),
-        "polling_interval": env_float("ONRAMP_BROKER_POLL_SECONDS", 0.05),
+        "polling_interval": env_float("ONRAMP_BROKER_POLL_SECONDS", 0.02),
     }
 CELERY_TASK_ALWAYS_EAGER = False  # never eager: a real worker does the work, even in dev
 CELERY_TASK_ACKS_LATE = True

@@ -42,11 +42,11 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def new_page(browser, live_server):  # noqa: ANN001
+def new_page(browser, live_server):
     """Open a fresh browser session (its own cookies) on the live portal."""
     contexts = []
 
-    def open_page():  # noqa: ANN202
+    def open_page():
         context = browser.new_context(base_url=live_server.url)
         context.set_default_timeout(30_000)
         contexts.append(context)
@@ -57,7 +57,7 @@ def new_page(browser, live_server):  # noqa: ANN001
         context.close()
 
 
-def login(page, username: str, password: str) -> None:  # noqa: ANN001
+def login(page, username: str, password: str) -> None:
     page.goto("/login/")
     page.fill("#id_username", username)
     page.fill("#id_password", password)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from io import StringIO
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from django.apps import apps
+from django.contrib.auth import authenticate
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
+from django.core.management import CommandError, call_command
 from django.http import HttpRequest, HttpResponse
 from django.test import Client, RequestFactory
 from django.urls import NoReverseMatch, URLPattern, URLResolver, get_resolver, reverse
 from django.urls.converters import IntConverter
 
+from portal.management.commands.seed_demo_users import DEMO_USERS, sandbox_password
 from portal.roles import Role, has_role, require_role, role_required
 from tests.personas import PASSWORD
 
@@ -219,3 +223,51 @@ class LogoutTests:
         assert response.status_code == 302
         assert response["Location"] == reverse("login")
         assert client.get(reverse("home")).status_code == 302
+
+
+def seed_demo_users(*args: str) -> str:
+    out = StringIO()
+    call_command("seed_demo_users", *args, stdout=out)
+    return out.getvalue()
+
+
+class DemoUserTests:
+    def test_it_creates_one_user_per_role_once_and_prints_working_logins(self, settings) -> None:
+        settings.SANDBOX = True
+        printed = seed_demo_users()
+        seed_demo_users()
+        assert User.objects.count() == len(DEMO_USERS)
+        for role in Role:
+            assert User.objects.filter(groups__name=str(role)).exists(), role
+        for demo in DEMO_USERS:
+            password = sandbox_password(demo.username)
+            assert demo.username in printed and password in printed
+            user = authenticate(username=demo.username, password=password)
+            assert user is not None, demo.username
+            assert has_role(user, *demo.roles)
+        admin = User.objects.get(username="admin")
+        assert admin.is_superuser and admin.is_staff
+        assert not User.objects.get(username="requester").is_staff
+
+    def test_it_refuses_outside_the_sandbox_without_force(self, settings) -> None:
+        settings.SANDBOX = False
+        with pytest.raises(CommandError, match="--force"):
+            seed_demo_users()
+        assert not User.objects.exists()
+
+    def test_it_uses_random_passwords_with_force_and_keeps_them(self, settings) -> None:
+        settings.SANDBOX = False
+        first = seed_demo_users("--force")
+        for demo in DEMO_USERS:
+            assert sandbox_password(demo.username) not in first
+            assert (
+                authenticate(username=demo.username, password=sandbox_password(demo.username))
+                is None
+            )
+        printed = {line.split()[0]: line.split()[1] for line in first.splitlines()[2:]}
+        for demo in DEMO_USERS:
+            assert authenticate(username=demo.username, password=printed[demo.username])
+        hashes = dict(User.objects.values_list("username", "password"))
+        second = seed_demo_users("--force")
+        assert "(unchanged)" in second
+        assert dict(User.objects.values_list("username", "password")) == hashes

@@ -290,7 +290,10 @@ class AwsErrorTests:
             service="sts",
             operation="GetCallerIdentity",
             code="AccessDenied",
-            message="User: arn:aws:iam::111111111111:user/onramp is not authorized to perform: sts:GetCallerIdentity",
+            message=(
+                "User: arn:aws:iam::111111111111:user/onramp is not authorized to perform: "
+                "sts:GetCallerIdentity"
+            ),
             status=403,
             count=-1,
         )
