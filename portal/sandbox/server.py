@@ -25,6 +25,8 @@ import urllib.error
 import urllib.request
 from typing import Any, Protocol
 
+from portal.sandbox import patches
+from portal.sandbox.pipeline import Pipeline
 from portal.sandbox.wsgi import SandboxMiddleware
 
 READY_PREFIX = "sandbox listening on "
@@ -40,6 +42,7 @@ def make_app() -> SandboxMiddleware:
     """moto's whole-AWS WSGI app wrapped in the sandbox middleware."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+    patches.install()
     return SandboxMiddleware(DomainDispatcherApplication(create_backend_app))
 
 
@@ -81,12 +84,18 @@ class ThreadedSandbox:
         )
         bound_host, bound_port = self._server.server_address[:2]
         self.url = f"http://{bound_host}:{bound_port}"
+        # The pipeline stand-in calls this server; a wildcard address is not one to call.
+        own = "127.0.0.1" if bound_host in ("0.0.0.0", "::", "") else bound_host  # noqa: S104
+        self.pipeline = Pipeline(f"http://{own}:{bound_port}")
+        self.app.pipeline = self.pipeline
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="sandbox-server", daemon=True
         )
         self._thread.start()
+        self.pipeline.start()
 
     def stop(self) -> None:
+        self.pipeline.stop()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)

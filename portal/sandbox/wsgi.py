@@ -12,7 +12,9 @@ botocore's model (rest-json, rest-xml) — then:
 ``/_sandbox/faults`` is the control endpoint (see faults.py); ``/_sandbox/health`` answers
 200 once the server is up; ``/_sandbox/state`` says how many calls that may have changed
 something it has served (``writes``), so a test fixture can skip re-seeding when nothing
-changed since it last seeded.
+changed since it last seeded; ``/_sandbox/pipeline[?wait=S]`` reports the pipeline stand-in
+(pipeline.py). Calls the stand-in makes itself carry ``x-onramp-sandbox-internal`` and get no
+injected faults. Every call moto serves is treated as made over TLS (patches.py).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from urllib.parse import parse_qs
 import botocore.session
 from botocore.exceptions import DataNotFoundError, UnknownServiceError
 
-from portal.sandbox import costs
+from portal.sandbox import costs, patches, pipeline
 from portal.sandbox.faults import CONTROL_PATH, FaultStore, error_response, service_name
 
 logger = logging.getLogger(__name__)
@@ -188,6 +190,7 @@ class SandboxMiddleware:
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
         self.faults = FaultStore()
+        self.pipeline: pipeline.Pipeline | None = None  # set by the server that runs one
         self._writes = 0
         self._writes_lock = threading.Lock()
 
@@ -199,9 +202,12 @@ class SandboxMiddleware:
             return _json(start_response, 200, {"status": "ok"})
         if path == "/_sandbox/state":
             return _json(start_response, 200, {"writes": self._writes})
+        if path == pipeline.STATUS_PATH:
+            return self._pipeline_status(environ, start_response)
         body = _read_body(environ) if _is_form(environ) else None
         call = identify(environ, body)
-        if call is not None:
+        # The pipeline stand-in's own calls (etl.py) are not the portal's: no faults for them.
+        if call is not None and not environ.get("HTTP_X_ONRAMP_SANDBOX_INTERNAL"):
             fault = self.faults.take(call.service, call.operation)
             if fault is not None:
                 logger.info("fault %s on %s:%s", fault.code, call.service, call.operation)
@@ -219,7 +225,9 @@ class SandboxMiddleware:
         if call is None or not call.is_read:
             with self._writes_lock:
                 self._writes += 1
-        return self.app(environ, start_response)
+        # Real clients reach AWS over TLS; the sandbox's loopback HTTP stands in for it.
+        with patches.secure_transport():
+            return self.app(environ, start_response)
 
     def _cost_and_usage(
         self, environ: dict[str, Any], start_response: StartResponse
@@ -240,6 +248,19 @@ class SandboxMiddleware:
             start_response(f"{status} Bad Request", headers)
             return [payload]
         return _json(start_response, 200, result, content_type="application/x-amz-json-1.1")
+
+    def _pipeline_status(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        if self.pipeline is None:
+            return _json(start_response, 404, {"error": "This sandbox runs no pipeline."})
+        try:
+            wait = float(parse_qs(environ.get("QUERY_STRING", "")).get("wait", ["0"])[0])
+        except ValueError:
+            return _json(start_response, 400, {"error": "wait is a number of seconds"})
+        if wait > 0:
+            self.pipeline.wait_idle(min(wait, 300.0))
+        return _json(start_response, 200, self.pipeline.status())
 
     def _control(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET").upper()

@@ -72,7 +72,10 @@ def _fill_eventbridge_read_back(s3: Any) -> None:
 
 
 @pytest.fixture
-def clients() -> Iterator[Callable[[str], Any]]:
+def clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], Any]]:
+    # In-process moto only: not the sandbox server another fixture may have pointed
+    # AWS_ENDPOINT_URL at for this session.
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
         made: dict[str, Any] = {}
 
