@@ -295,9 +295,10 @@ class AuditListPageTests:
         assert 'id="id_date_to-errors"' in response.content.decode()
         assert response.context["rows"] == []
 
-    def test_it_says_so_when_nothing_was_recorded(self, client, personas) -> None:
-        response = _login(client, personas["ada"]).get(self.url)
-        assert "Nothing has been recorded yet" in response.content.decode()
+    def test_it_says_so_when_nothing_matches(self, client, personas) -> None:
+        # Signing in is itself recorded, so the trail is never empty for its reader.
+        response = _login(client, personas["ada"]).get(self.url, {"action": "never.happened"})
+        assert "No events match these filters" in response.content.decode()
 
     def test_it_pages_fifty_at_a_time_and_keeps_the_filter(self, client, personas) -> None:
         _record(55, action="thing.done")
@@ -373,7 +374,8 @@ class AuditExportTests:
     def test_it_defuses_spreadsheet_formulas(self, client, personas) -> None:
         audit_record(action="run.started", actor_label='=HYPERLINK("http://x")')
         rows = self._export(_login(client, personas["ada"]))
-        assert rows[0]["actor"].startswith("'=")
+        (row,) = [r for r in rows if r["action"] == "run.started"]
+        assert row["actor"].startswith("'=")
 
     def test_it_sends_bad_filters_back_to_the_page(self, client, personas) -> None:
         response = _login(client, personas["ada"]).post(self.url, {"date_from": "not a date"})
