@@ -19,6 +19,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("runs/", include("portal.runs.urls")),
+    path("onboarding/", include("onboarding.urls")),
     path("audit/", include(audit_patterns)),
     path("admin/", admin.site.urls),
 ]

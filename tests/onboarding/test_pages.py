@@ -7,9 +7,11 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from moto import mock_aws
 
 from onboarding import services
 from onboarding.models import OnboardingRequest, RequestStatus
+from portal import aws
 from portal.runs import engine
 from portal.runs.models import Run, RunStatus
 from tests.onboarding.test_requests import (
@@ -223,9 +225,21 @@ class TicketTests:
         assert client.get(reverse("onboarding:request-detail", args=[999])).status_code == 404
 
 
+@pytest.fixture
+def empty_aws(settings):
+    """An empty AWS account per environment, in-process (moto), reached through
+    portal.aws like the real thing. (The session-wide sandbox fixture would do too, but it
+    leaves AWS_ENDPOINT_URL and a server process behind for the rest of the session.)"""
+    settings.AWS_ENDPOINT_URL = ""
+    aws.reset_clients()
+    with mock_aws():
+        yield
+    aws.reset_clients()
+
+
 class PlanCompareTests:
-    def test_it_compares_the_plan_with_the_sandbox_and_shows_the_diff(
-        self, client, rita, personas, environments
+    def test_it_compares_the_plan_with_aws_and_shows_the_diff(
+        self, client, rita, personas, environment_rows, empty_aws
     ):
         request = make_request(rita)
         client.force_login(personas["sam"])

@@ -160,6 +160,9 @@ class ValidationRunTests:
         add_samples(request, rita)
         run = services.request_validate(request=request, actor=rita)
         client.login(username="rita", password=PASSWORD)
+        ticket = client.get(reverse("onboarding:request-detail", args=[request.number]))
+        embed = f'hx-get="{reverse("runs:detail", args=[run.pk])}" hx-trigger="load"'
+        assert embed in ticket.content.decode()
         url = reverse("onboarding:request-validation", args=[request.number])
         running = client.get(url, headers={"HX-Request": "true"})
         assert running.status_code == 200
@@ -170,6 +173,8 @@ class ValidationRunTests:
         body = done.content.decode()
         assert 'hx-trigger="every 1s"' not in body
         assert 'id="readiness" hx-swap-oob="true"' in body
+        ticket = client.get(reverse("onboarding:request-detail", args=[request.number]))
+        assert embed not in ticket.content.decode()  # a finished run is a line, not a poller
 
 
 class SchemaInferenceTests:

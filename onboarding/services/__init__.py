@@ -1,0 +1,95 @@
+"""Every write and business rule of an onboarding request (runbook 1, SOP-001).
+
+- `rules`: pure decisions — prerequisites, whether samples behave as marked, what blocks a
+  submission, the plans and the digest an approval binds to;
+- `revisions`: the current state, the guards, and revisions that void approvals;
+- `requests`, `samples`, `approvals`: the services a person's action calls. Each checks
+  who may act, changes the request in one transaction, writes exactly one audit event and,
+  once committed, notifies whoever must act next.
+
+Import from here: `from onboarding import services; services.request_submit(...)`.
+"""
+
+from onboarding.services.approvals import (
+    approval_grant,
+    approval_reject,
+    approval_request_changes,
+)
+from onboarding.services.requests import (
+    plan_compare_start,
+    request_create,
+    request_infer_schema,
+    request_submit,
+    request_update,
+    request_validate,
+)
+from onboarding.services.revisions import (
+    request_blockers,
+    request_current_digest,
+    request_validation_state,
+)
+from onboarding.services.rules import (
+    MIN_SAMPLES,
+    PLAN_DIFF_KIND,
+    SPEC_DOCUMENT_FIELDS,
+    SPEC_FIELDS,
+    VALIDATE_KIND,
+    EnvironmentPlan,
+    Prerequisite,
+    SampleVerdict,
+    ValidationState,
+    environment_plans,
+    request_prerequisites,
+    revision_digest,
+    sample_limits,
+    source_spec,
+    spec_snapshot,
+    submission_blockers,
+    validation_fingerprint,
+    validation_state,
+)
+from onboarding.services.samples import (
+    UploadRefused,
+    sample_delete,
+    sample_mark,
+    sample_record_report,
+    sample_upload,
+)
+
+__all__ = [
+    "MIN_SAMPLES",
+    "PLAN_DIFF_KIND",
+    "SPEC_DOCUMENT_FIELDS",
+    "SPEC_FIELDS",
+    "VALIDATE_KIND",
+    "EnvironmentPlan",
+    "Prerequisite",
+    "SampleVerdict",
+    "UploadRefused",
+    "ValidationState",
+    "approval_grant",
+    "approval_reject",
+    "approval_request_changes",
+    "environment_plans",
+    "plan_compare_start",
+    "request_blockers",
+    "request_create",
+    "request_current_digest",
+    "request_infer_schema",
+    "request_prerequisites",
+    "request_submit",
+    "request_update",
+    "request_validate",
+    "request_validation_state",
+    "revision_digest",
+    "sample_delete",
+    "sample_limits",
+    "sample_mark",
+    "sample_record_report",
+    "sample_upload",
+    "source_spec",
+    "spec_snapshot",
+    "submission_blockers",
+    "validation_fingerprint",
+    "validation_state",
+]

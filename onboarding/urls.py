@@ -1,0 +1,34 @@
+from django.urls import path
+
+from onboarding import views
+
+app_name = "onboarding"
+
+urlpatterns = [
+    path("", views.request_list, name="request-list"),
+    path("mine/", views.request_mine, name="request-mine"),
+    path("queue/", views.request_queue, name="request-queue"),
+    path("new/", views.request_create, name="request-create"),
+    path("DATA-<int:number>/", views.request_detail, name="request-detail"),
+    path("DATA-<int:number>/edit/", views.request_edit, name="request-edit"),
+    path("DATA-<int:number>/infer-schema/", views.schema_infer, name="schema-infer"),
+    path("DATA-<int:number>/submit/", views.request_submit, name="request-submit"),
+    path("DATA-<int:number>/samples/", views.sample_upload, name="sample-upload"),
+    path(
+        "DATA-<int:number>/samples/<int:sample_id>/delete/",
+        views.sample_delete,
+        name="sample-delete",
+    ),
+    path("DATA-<int:number>/samples/<int:sample_id>/mark/", views.sample_mark, name="sample-mark"),
+    path("DATA-<int:number>/validate/", views.request_validate, name="request-validate"),
+    path("DATA-<int:number>/validation/", views.request_validation, name="request-validation"),
+    path("DATA-<int:number>/compare/", views.plan_compare, name="plan-compare"),
+    path("DATA-<int:number>/compare/result/", views.plan_diff, name="plan-diff"),
+    path("DATA-<int:number>/approve/", views.approval_grant, name="approval-grant"),
+    path("DATA-<int:number>/reject/", views.approval_reject, name="approval-reject"),
+    path(
+        "DATA-<int:number>/request-changes/",
+        views.approval_request_changes,
+        name="approval-request-changes",
+    ),
+]
