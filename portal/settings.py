@@ -143,6 +143,21 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Production keeps uploaded samples in a private, encrypted S3 bucket instead of local disk.
+MEDIA_BUCKET = env_str("ONRAMP_MEDIA_BUCKET")
+if MEDIA_BUCKET:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": MEDIA_BUCKET,
+            "location": env_str("ONRAMP_MEDIA_PREFIX", "samples"),
+            "region_name": env_str("AWS_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1")),
+            "default_acl": None,
+            "file_overwrite": False,
+            "querystring_auth": True,
+            "object_parameters": {"ServerSideEncryption": "aws:kms"},
+        },
+    }
 
 # --- Security ------------------------------------------------------------------------------
 # Behind a TLS-terminating proxy in production; the embedded set-up serves plain HTTP on
