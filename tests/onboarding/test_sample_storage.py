@@ -35,7 +35,7 @@ class S3StorageTests:
             ONRAMP_MEDIA_BUCKET="onramp-samples-test",
             ONRAMP_VAR_DIR=str(tmp_path),
             AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - moto's dummy credentials
+            AWS_SECRET_ACCESS_KEY="testing",
             DJANGO_SETTINGS_MODULE="portal.settings",
         )
         result = subprocess.run(
