@@ -3,3 +3,6 @@ from django.apps import AppConfig
 
 class OnboardingConfig(AppConfig):
     name = "onboarding"
+
+    def ready(self) -> None:
+        from onboarding import provision_steps  # noqa: F401 - registers the run kinds

@@ -1,0 +1,328 @@
+"""Provisioning an approved plan into the sandbox AWS: idempotency, crash recovery, the
+approval check, the dashboard merge and the security baseline.
+
+Requests are built and approved with the real services (tests/onboarding/test_requests);
+runs are executed in-process with the engine (`engine.advance`). The sandbox is shared by
+the whole session, so every test onboards a source with a name of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from functools import partial
+from typing import Any
+
+import pytest
+
+from onboarding import provisioning as prov
+from onboarding import services
+from onboarding.baseline import security_baseline
+from onboarding.live import pending, read_live
+from onboarding.models import OnboardingRequest
+from portal import aws
+from portal.runs import engine
+from portal.runs.models import TERMINAL_RUN_STATUSES, Run
+from portal.runs.services import run_start
+from tests.onboarding.test_requests import (
+    make_request,
+    media_fixture,  # noqa: F401 - fixture
+    ready_request,
+)
+
+OTHER_WIDGET = {
+    "type": "metric",
+    "x": 0,
+    "y": 0,
+    "width": 12,
+    "height": 6,
+    "properties": {"title": "Pipeline overview", "metrics": [["AWS/States", "ExecutionsFailed"]]},
+}
+
+
+# --- helpers shared by the provisioning test modules --------------------------------------------
+
+
+def approved_request(personas: dict[str, Any], **overrides: Any) -> OnboardingRequest:
+    """A request with 9 valid and 1 malformed sample, submitted and approved by both roles."""
+    overrides.setdefault("source_name", f"src-{uuid.uuid4().hex[:8]}")
+    request = ready_request(personas["rita"], **overrides)
+    request = services.request_submit(request=request, actor=personas["rita"])
+    services.approval_grant(request=request, actor=personas["sam"], role="security")
+    services.approval_grant(request=request, actor=personas["gina"], role="governance")
+    request.refresh_from_db()
+    assert request.status == "approved"
+    return request
+
+
+def drive(run: Run, timeout: float = 120.0) -> Run:
+    """Execute the run in-process until it ends, honouring its waits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        engine.advance(run.pk)
+        run.refresh_from_db()
+        if run.status in TERMINAL_RUN_STATUSES:
+            return run
+        assert time.monotonic() < deadline, f"run {run.pk} still {run.status}"
+        time.sleep(0.2)
+
+
+def start(kind: str, request: OnboardingRequest, actor: Any, env: str = "dev", **params) -> Run:
+    return run_start(
+        kind=kind,
+        actor=actor,
+        params={"request_id": request.pk, "environment": env, **params},
+        subject=request,
+    )
+
+
+def provision(request: OnboardingRequest, actor: Any, env: str = "dev") -> Run:
+    return drive(start(prov.PROVISION_KIND, request, actor, env))
+
+
+def plan_of(request: OnboardingRequest, env: Any) -> dict[str, Any]:
+    return prov.plan_for(request, env)
+
+
+def clients(env: Any) -> Any:
+    return partial(aws.client, environment=env)
+
+
+def env_named(environments: list[Any], name: str = "dev") -> Any:
+    return next(e for e in environments if e.name == name)
+
+
+def logged_actions(run: Run, prefix: str = "onboarding.provision_") -> list[str]:
+    return [
+        entry["action"] for step in run.steps.filter(key__startswith=prefix) for entry in step.log
+    ]
+
+
+def snapshot(plan: dict[str, Any], env: Any) -> dict[str, Any]:
+    """Everything provisioning may touch, as AWS reports it."""
+    c = clients(env)
+    s3, events, cw = c("s3"), c("events"), c("cloudwatch")
+    schema = plan["schema_object"]
+    versions = s3.list_object_versions(Bucket=schema["bucket"], Prefix=schema["key"])
+    rules = events.list_rules(NamePrefix=plan["rule"]["name"])["Rules"]
+    return {
+        "live": json.loads(json.dumps(read_live(plan, c), default=str)),
+        "buckets": sorted(
+            b["Name"] for b in s3.list_buckets()["Buckets"] if plan["source"] in b["Name"]
+        ),
+        "schema_versions": [v["VersionId"] for v in versions.get("Versions", [])],
+        "rules": [r["Name"] for r in rules],
+        "targets": events.list_targets_by_rule(Rule=plan["rule"]["name"])["Targets"],
+        "alarms": [
+            a["AlarmName"]
+            for a in cw.describe_alarms(AlarmNamePrefix=f"etl-{plan['source']}-")["MetricAlarms"]
+        ],
+        "dashboard": json.loads(
+            cw.get_dashboard(DashboardName=plan["dashboard_widget"]["dashboard_name"])[
+                "DashboardBody"
+            ]
+        ),
+        "notifications": {
+            k: v
+            for k, v in s3.get_bucket_notification_configuration(
+                Bucket=plan["bucket"]["name"]
+            ).items()
+            if k != "ResponseMetadata"
+        },
+    }
+
+
+def widget_titles(plan: dict[str, Any], env: Any) -> list[str]:
+    body = clients(env)("cloudwatch").get_dashboard(
+        DashboardName=plan["dashboard_widget"]["dashboard_name"]
+    )["DashboardBody"]
+    return [w.get("properties", {}).get("title") for w in json.loads(body)["widgets"]]
+
+
+@pytest.fixture(name="engineer")
+def engineer_fixture(personas):
+    return personas["erin"]
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+class ProvisionTests:
+    def test_it_applies_the_plan_and_a_second_run_changes_nothing(
+        self, environments, personas, engineer
+    ):
+        request = approved_request(personas)
+        env = env_named(environments)
+        plan = plan_of(request, env)
+
+        first = provision(request, engineer)
+        assert first.status == "succeeded", first.error
+        assert "created" in logged_actions(first)
+        assert pending(prov.drift_for(request, env)) == []
+        before = snapshot(plan, env)
+
+        second = provision(request, engineer)
+        assert second.status == "succeeded", second.error
+        assert set(logged_actions(second)) == {"unchanged"}
+        for step in second.steps.filter(key__startswith="onboarding.provision_"):
+            assert set(step.output["actions"].values()) == {"unchanged"}, step.key
+        assert snapshot(plan, env) == before
+
+    def test_a_crash_mid_step_converges_without_duplicates(self, environments, personas, engineer):
+        request = approved_request(personas, sensitivity=["financial"])
+        env = env_named(environments)
+        plan = plan_of(request, env)
+        assert plan["kms"]["dedicated"]
+        c = clients(env)
+
+        # The bucket step died right after CreateBucket; the KMS step right after CreateKey.
+        prov.ensure_bucket_exists(plan, c, lambda *_: None)
+
+        class Crash(Exception):
+            pass
+
+        def crash(key_id: str) -> None:
+            raise Crash(key_id)
+
+        with pytest.raises(Crash):
+            aws.ensure_kms_key(
+                c("kms"),
+                alias=plan["kms"]["alias"],
+                description=plan["kms"]["description"],
+                tags=plan["kms"]["tags"],
+                on_created=crash,
+            )
+
+        run = provision(request, engineer)
+        assert run.status == "succeeded", run.error
+        run = provision(request, engineer)
+        assert set(logged_actions(run)) == {"unchanged"}
+
+        snap = snapshot(plan, env)
+        assert snap["buckets"] == [plan["bucket"]["name"]]
+        assert snap["rules"] == [plan["rule"]["name"]]
+        assert len(snap["targets"]) == 1
+        assert snap["alarms"] == [plan["alarm"]["AlarmName"]]
+        title = plan["dashboard_widget"]["widget"]["properties"]["title"]
+        assert widget_titles(plan, env).count(title) == 1
+        kms = c("kms")
+        tagged = [
+            k["KeyId"]
+            for k in kms.list_keys()["Keys"]
+            if {"TagKey": aws.KMS_ALIAS_TAG, "TagValue": plan["kms"]["alias"]}
+            in kms.list_resource_tags(KeyId=k["KeyId"])["Tags"]
+        ]
+        assert len(tagged) == 1
+        assert kms.describe_key(KeyId=plan["kms"]["alias"])["KeyMetadata"]["KeyId"] == tagged[0]
+        assert pending(prov.drift_for(request, env)) == []
+
+    def test_an_edit_after_approval_stops_it_before_aws(self, environments, personas, engineer):
+        request = approved_request(personas)
+        env = env_named(environments)
+        plan = plan_of(request, env)
+        # Edited after approval (the services refuse to edit an approved request, so the
+        # change is made the way a bug or a direct database edit would make it).
+        OnboardingRequest.objects.filter(pk=request.pk).update(retention_days=30)
+
+        run = provision(request, engineer)
+        assert run.status == "failed"
+        failed = run.steps.get(status="failed")
+        assert failed.key == "onboarding.check_approval"
+        assert "changed after it was approved" in failed.error
+        assert "it needs approving again" in failed.error
+        assert run.steps.filter(status="succeeded").count() == 0
+        s3 = clients(env)("s3")
+        names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+        assert plan["bucket"]["name"] not in names
+        assert clients(env)("events").list_rules(NamePrefix=plan["rule"]["name"])["Rules"] == []
+
+    def test_an_unapproved_request_is_refused(self, environments, personas, engineer):
+        request = make_request(personas["rita"], source_name=f"src-{uuid.uuid4().hex[:8]}")
+        run = provision(request, engineer)
+        assert run.status == "failed"
+        assert "not approved" in run.steps.get(status="failed").error
+
+    def test_the_dashboard_merge_keeps_other_widgets(self, environments, personas, engineer):
+        request = approved_request(personas)
+        env = env_named(environments)
+        plan = plan_of(request, env)
+        cw = clients(env)("cloudwatch")
+        name = plan["dashboard_widget"]["dashboard_name"]
+        body = json.loads(cw.get_dashboard(DashboardName=name)["DashboardBody"])
+        body["widgets"].append({**OTHER_WIDGET, "properties": {**OTHER_WIDGET["properties"]}})
+        cw.put_dashboard(DashboardName=name, DashboardBody=json.dumps(body))
+        before = [w.get("properties", {}).get("title") for w in body["widgets"]]
+
+        assert provision(request, engineer).status == "succeeded"
+        title = plan["dashboard_widget"]["widget"]["properties"]["title"]
+        after = widget_titles(plan, env)
+        assert after == [*before, title]
+
+        # A widget someone edited by hand is put back in place, the others untouched.
+        body = json.loads(cw.get_dashboard(DashboardName=name)["DashboardBody"])
+        for widget in body["widgets"]:
+            if widget["properties"]["title"] == title:
+                widget["properties"]["period"] = 60
+        cw.put_dashboard(DashboardName=name, DashboardBody=json.dumps(body))
+        run = provision(request, engineer)
+        widget_step = run.steps.get(key="onboarding.provision_dashboard_widget")
+        assert widget_step.output["actions"] == {"dashboard_widget": "updated"}
+        assert widget_titles(plan, env) == after
+
+    def test_only_an_engineer_may_start_it(self, environments, personas):
+        from django.core.exceptions import PermissionDenied
+
+        request = approved_request(personas)
+        for name in ("rita", "sam", "ada"):
+            with pytest.raises(PermissionDenied):
+                start(prov.PROVISION_KIND, request, personas[name])
+
+
+def controls(checks: list[Any]) -> dict[str, Any]:
+    return {check.control: check.passed for check in checks}
+
+
+class SecurityBaselineTests:
+    def test_what_was_provisioned_passes_and_each_break_fails_its_control(
+        self, environments, personas, engineer
+    ):
+        request = approved_request(personas)
+        env = env_named(environments)
+        plan = plan_of(request, env)
+        assert provision(request, engineer).status == "succeeded"
+        s3, bucket = clients(env)("s3"), plan["bucket"]["name"]
+
+        checks = controls(security_baseline(s3, bucket))
+        assert checks["S3.9"] is None  # no access logging configured: not applicable
+        assert checks["S3.1"] is None  # account level not read without s3control
+        failing = {k for k, passed in checks.items() if passed is False}
+        assert failing == set()
+        assert {"S3.2", "S3.3", "S3.5", "S3.8", "S3.13", "S3.14", "S3.17"} <= set(checks)
+
+        s3.delete_public_access_block(Bucket=bucket)
+        assert controls(security_baseline(s3, bucket))["S3.8"] is False
+
+        policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+        policy["Statement"].append(
+            {
+                "Sid": "Oops",
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": "s3:GetObject",
+                "Resource": f"{plan['bucket']['arn']}/*",
+            }
+        )
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+        checks = controls(security_baseline(s3, bucket))
+        assert (checks["S3.2"], checks["S3.3"]) == (False, True)
+
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+        checks = controls(security_baseline(s3, bucket))
+        assert checks["S3.14"] is False
+        assert checks["S3.5"] is True and checks["S3.17"] is True
+
+        # Provisioning again puts every control right.
+        assert provision(request, engineer).status == "succeeded"
+        checks = controls(security_baseline(s3, bucket))
+        assert {k for k, passed in checks.items() if passed is False} == set()
