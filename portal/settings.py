@@ -272,4 +272,9 @@ LOGGING = {
 
 CELERY_BEAT_SCHEDULE = {
     "runs-reap": {"task": "runs.reap", "schedule": RUNS_REAPER_INTERVAL_SECONDS},
+    # Re-read every live source's resources and flag differences from the approved plan.
+    "onboarding-drift-scan": {
+        "task": "onboarding.drift_scan",
+        "schedule": env_float("ONBOARDING_DRIFT_SCAN_SECONDS", 3600.0),
+    },
 }
