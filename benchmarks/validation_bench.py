@@ -6,8 +6,8 @@ For each sample it measures, each phase in a fresh subprocess so peak memory is 
   ``iter_batches().to_pylist()`` (rows as dicts), all reading the same file;
 * for NDJSON, the reference point of the issue: orjson + jsonschema-rs ``is_valid`` per line,
   with no error details and none of the limits;
-* ``validate_sample`` with one process (``workers=1``) and with a helper process
-  (``workers=2``, the default), error details on.
+* ``validate_sample`` with one process (``workers=1``, the default) and with a helper
+  process (``workers=2``), error details on.
 
 and prints MB/s, records/s, peak RSS (the helper's separately), CPU seconds (this process
 plus the helper) and validation/parse-only, by wall time (the target) and by CPU time (steadier

@@ -27,8 +27,11 @@ class Limits:
     ``max_line_bytes`` bounds one NDJSON/CSV line and one JSON-document record; an Avro
     block may be 4x that compressed and decompressed. ``max_files`` is for
     ``check_sample_files``. ``workers`` above 1 lets a large NDJSON sample (past 8 MiB) be
-    validated by helper processes as well (see ``parallel.py``); 1 keeps everything in the
-    calling process. ``from_settings()`` reads ``ONBOARDING_SAMPLE_<FIELD>`` (for example
+    validated by helper processes as well (see ``parallel.py``); the default, 1, keeps
+    everything in the calling process (on the shared 2-core machine the helper measured no
+    faster, see benchmarks/validation_bench.py).
+
+    ``from_settings()`` reads ``ONBOARDING_SAMPLE_<FIELD>`` (for example
     ``ONBOARDING_SAMPLE_MAX_FILE_BYTES``, ``ONBOARDING_SAMPLE_WORKERS``) from Django settings
     when they are configured.
     """
@@ -42,7 +45,7 @@ class Limits:
     max_records: int = 10_000_000
     # Added beyond the first draft of the API (defaults keep old callers working):
     max_files: int = 50  # sample files in one request
-    workers: int = 2  # processes validating one large NDJSON sample (1 = this process only)
+    workers: int = 1  # processes for one large NDJSON sample; 2 adds a helper (opt-in)
 
     def __post_init__(self) -> None:
         for f in fields(self):
