@@ -230,7 +230,9 @@ class Source:
 
         def done() -> list[dict[str, Any]]:
             runs = self.executions(key)
-            return runs if runs and all(r["status"] in TERMINAL for r in runs) else []
+            # Listed and described a moment apart: both must have seen the end.
+            settled = all(r["status"] in TERMINAL and r["listed_status"] in TERMINAL for r in runs)
+            return runs if runs and settled else []
 
         runs = wait_for(done)
         assert len(runs) == 1, runs
