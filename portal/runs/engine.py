@@ -197,24 +197,26 @@ def advance(run_id: int) -> str:
     slice_ends = time.monotonic() + settings.RUNS_SLICE_SECONDS
     outcome = _Next.CONTINUE
     finished: tuple[Step, StepContext, Any] | None = None  # executed, not yet recorded
+    steps: list[Step] | None = None
     try:
         while True:
             with transaction.atomic(), audit_batch():
-                # The fence: this UPDATE locks the run row and proves we still hold the lease.
-                if not Run.objects.filter(pk=run_id, lease_owner=token).update(
-                    heartbeat_at=timezone.now()
-                ):
+                # Lock the run row and prove we still hold the lease before writing.
+                run = Run.objects.select_for_update().get(pk=run_id)
+                if run.lease_owner != token:
                     logger.warning("run %s: lease lost, recording nothing", run_id)
                     outcome = _Next.LOST
                     break
-                run = Run.objects.get(pk=run_id)
+                if steps is None:
+                    # Read once: while this worker holds the lease, only it changes them.
+                    steps = list(run.steps.order_by("position"))
                 if finished is not None:
                     outcome = _record(run, *finished)
                     finished = None
                 if outcome is _Next.CONTINUE and time.monotonic() > slice_ends:
                     outcome = _Next.YIELD
                 if outcome is _Next.CONTINUE:
-                    outcome, step = _begin_next_step(run)
+                    outcome, step = _begin_next_step(run, steps)
             if outcome is not _Next.CONTINUE:
                 break
             finished = (step, *_execute(lease, run, step))
@@ -246,12 +248,12 @@ def _release(run_id: int, token: str) -> None:
     Run.objects.filter(pk=run_id, lease_owner=token).update(lease_owner="", lease_expires_at=None)
 
 
-def _begin_next_step(run: Run) -> tuple[_Next, Step | None]:
+def _begin_next_step(run: Run, steps: list[Step]) -> tuple[_Next, Step | None]:
     """Inside the transaction: honour a cancel, finish, park or start the next step."""
     if run.cancel_requested:
         _finish(run, RunStatus.CANCELLED, actor_label=WORKER_ID)
         return _Next.STOP, None
-    step = run.steps.exclude(status__in=DONE_STEP_STATUSES).order_by("position").first()
+    step = next((s for s in steps if s.status not in DONE_STEP_STATUSES), None)
     if step is None:
         _finish(run, RunStatus.SUCCEEDED, actor_label=WORKER_ID)
         return _Next.STOP, None
