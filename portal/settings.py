@@ -238,6 +238,10 @@ ONRAMP_ENVIRONMENTS = env_list("ONRAMP_ENVIRONMENTS", ["dev", "staging", "prod"]
 # Sample files: the largest accepted file and the most files one request may hold.
 ONBOARDING_SAMPLE_MAX_BYTES = env_int("ONBOARDING_SAMPLE_MAX_BYTES", 100 * 1024 * 1024)
 ONBOARDING_SAMPLE_MAX_FILES = env_int("ONBOARDING_SAMPLE_MAX_FILES", 50)
+# Validating one sample may take at most this long (seconds) before it is refused.
+ONBOARDING_SAMPLE_MAX_SECONDS = env_float("ONBOARDING_SAMPLE_MAX_SECONDS", 120.0)
+# Processes that validate one large NDJSON sample; more than 1 only helps on idle cores.
+ONBOARDING_SAMPLE_WORKERS = env_int("ONBOARDING_SAMPLE_WORKERS", 1)
 
 # --- Notifications -----------------------------------------------------------------------
 EMAIL_BACKEND = env_str(
