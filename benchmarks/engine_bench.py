@@ -140,14 +140,15 @@ class Stack:
 
 
 def wait_terminal(run_id: int, timeout: float = 120):
-    from portal.runs.models import Run
+    """Wait for the run to end, polling lightly so the observer does not slow the worker."""
+    from portal.runs.models import TERMINAL_RUN_STATUSES, Run
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = Run.objects.get(pk=run_id)
-        if run.is_terminal:
-            return run
-        time.sleep(0.02)
+        status = Run.objects.filter(pk=run_id).values_list("status", flat=True).get()
+        if status in TERMINAL_RUN_STATUSES:
+            return Run.objects.get(pk=run_id)
+        time.sleep(0.05)
     raise RuntimeError(f"run {run_id} did not finish")
 
 
