@@ -25,6 +25,7 @@ urlpatterns = [
     path("DATA-<int:number>/compare/", views.plan_compare, name="plan-compare"),
     path("DATA-<int:number>/compare/result/", views.plan_diff, name="plan-diff"),
     path("DATA-<int:number>/approve/", views.approval_grant, name="approval-grant"),
+    path("DATA-<int:number>/rollout/", views.rollout_start, name="rollout-start"),
     path("DATA-<int:number>/reject/", views.approval_reject, name="approval-reject"),
     path(
         "DATA-<int:number>/request-changes/",

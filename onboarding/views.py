@@ -32,7 +32,7 @@ from onboarding.models import (
 from onboarding.plan import render_plan
 from portal.errors import ApplicationError
 from portal.models import Environment
-from portal.roles import Role, role_required
+from portal.roles import Role, has_role, role_required
 
 ANY_ROLE = tuple(Role)
 EDITORS = (Role.REQUESTER, Role.ENGINEER)
@@ -92,6 +92,13 @@ def _permissions(request: HttpRequest, obj: OnboardingRequest) -> dict[str, Any]
     return {"can": can, "live_by_role": {a.role: a for a in live}}
 
 
+def _rollout_context(request: HttpRequest, obj: OnboardingRequest) -> dict[str, Any]:
+    return {
+        "rollout": services.rollout_states(obj),
+        "can_rollout": has_role(request.user, Role.ENGINEER),
+    }
+
+
 def _ticket_context(request: HttpRequest, obj: OnboardingRequest, **extra: Any) -> dict[str, Any]:
     spec = services.spec_snapshot(obj)
     plans = services.environment_plans(spec=spec, environments=Environment.objects.all())
@@ -107,6 +114,7 @@ def _ticket_context(request: HttpRequest, obj: OnboardingRequest, **extra: Any) 
         "decision_comment": "",
         "errors": {},
         **_permissions(request, obj),
+        **_rollout_context(request, obj),
         **_validation_context(obj),
         **_diff_context(obj),
     }
@@ -449,3 +457,21 @@ def approval_reject(request: HttpRequest, number: int) -> HttpResponse:
 @role_required(*APPROVERS)
 def approval_request_changes(request: HttpRequest, number: int) -> HttpResponse:
     return _decide(request, number, services.approval_request_changes, "comments")
+
+
+@login_required
+@require_POST
+@role_required(Role.ENGINEER)
+def rollout_start(request: HttpRequest, number: int) -> HttpResponse:
+    obj = _get_request(number)
+    try:
+        run = services.rollout_start(
+            request=obj,
+            actor=request.user,
+            environment=request.POST.get("environment", ""),
+            action=request.POST.get("action", ""),
+        )
+    except ApplicationError as exc:
+        context = _ticket_context(request, obj, errors={"rollout": exc.message})
+        return render(request, "onboarding/request_detail.html", context)
+    return redirect("runs:detail", run_id=run.pk)

@@ -28,6 +28,7 @@ from onboarding.services.revisions import (
     request_current_digest,
     request_validation_state,
 )
+from onboarding.services.rollout import EnvironmentRollout, rollout_start, rollout_states
 from onboarding.services.rules import (
     MIN_SAMPLES,
     PLAN_DIFF_KIND,
@@ -63,6 +64,7 @@ __all__ = [
     "SPEC_FIELDS",
     "VALIDATE_KIND",
     "EnvironmentPlan",
+    "EnvironmentRollout",
     "Prerequisite",
     "SampleVerdict",
     "UploadRefused",
@@ -82,6 +84,8 @@ __all__ = [
     "request_validate",
     "request_validation_state",
     "revision_digest",
+    "rollout_start",
+    "rollout_states",
     "sample_delete",
     "sample_limits",
     "sample_mark",

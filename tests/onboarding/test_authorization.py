@@ -67,6 +67,20 @@ def _approver_role(persona: str) -> str:
     return "governance" if persona in ("gina",) else "security"
 
 
+def _approved(owner: Any) -> OnboardingRequest:
+    from django.contrib.auth.models import User
+
+    from onboarding import services
+
+    request = submitted_request(owner)
+    for username, role in (("sam", "security"), ("gina", "governance")):
+        services.approval_grant(
+            request=request, actor=User.objects.get(username=username), role=role
+        )
+    request.refresh_from_db()
+    return request
+
+
 def _status(request: OnboardingRequest) -> str:
     request.refresh_from_db()
     return request.status
@@ -166,6 +180,13 @@ ACTIONS: dict[str, Action] = {
         perform=lambda client, r, who: client.post(_url("plan-compare", r)),
         happened=lambda r, response: Run.objects.filter(kind="onboarding.plan_diff").exists(),
     ),
+    "provision dev": Action(
+        setup=_approved,
+        perform=lambda client, r, who: client.post(
+            _url("rollout-start", r), {"environment": "dev", "action": "provision"}
+        ),
+        happened=lambda r, response: Run.objects.filter(kind="onboarding.provision").exists(),
+    ),
 }
 
 
@@ -188,6 +209,7 @@ def expected(owner: str) -> dict[str, set[str]]:
         "reject": security | governance,
         "request changes": security | governance,
         "compare plan": COMPARERS,
+        "provision dev": set(ENGINEERS),
     }
 
 

@@ -1,0 +1,131 @@
+"""Staged rollout of an approved source: provision, smoke-test and tear down per environment.
+
+The rules: an engineer provisions dev once the request is approved; each later environment
+only once the one before it is live (its last smoke test passed); a smoke test only once the
+environment is provisioned; one run at a time per environment. The work itself is done by the
+runs in onboarding/provision_steps.py, which check the approval digest again before they
+touch AWS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+
+from onboarding.models import OnboardingRequest, RequestStatus
+from onboarding.provisioning import PROVISION_KIND, SMOKE_KIND, TEARDOWN_KIND
+from portal.errors import ApplicationError
+from portal.models import Environment
+from portal.roles import Role, require_role
+from portal.runs.models import ACTIVE_RUN_STATUSES, Run, RunStatus
+from portal.runs.services import run_start
+
+ACTIONS = {
+    "provision": (PROVISION_KIND, "Provision"),
+    "smoke": (SMOKE_KIND, "Smoke test"),
+    "teardown": (TEARDOWN_KIND, "Tear down"),
+}
+_ROLLOUT_KINDS = [kind for kind, _ in ACTIONS.values()]
+
+
+@dataclass
+class EnvironmentRollout:
+    environment: Environment
+    state: str  # not started, provisioning, provisioned, smoke testing, live, failed, …
+    last_run: Run | None
+    runs: list[Run]
+    allowed: dict[str, str]  # action -> "" when allowed, else why not
+
+    @property
+    def is_live(self) -> bool:
+        return self.state == "live"
+
+    @property
+    def buttons(self) -> list[tuple[str, str, str]]:
+        """(action, label, why not — empty when allowed), in the order they are shown."""
+        return [(key, label, self.allowed[key]) for key, (_, label) in ACTIONS.items()]
+
+
+def _state(last: Run | None) -> str:
+    if last is None:
+        return "not started"
+    active = last.status in ACTIVE_RUN_STATUSES
+    if last.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+        return "failed" if last.status == RunStatus.FAILED else "cancelled"
+    return {
+        PROVISION_KIND: "provisioning" if active else "provisioned",
+        SMOKE_KIND: "smoke testing" if active else "live",
+        TEARDOWN_KIND: "tearing down" if active else "torn down",
+    }[last.kind]
+
+
+def rollout_states(request: OnboardingRequest) -> list[EnvironmentRollout]:
+    """Each environment's state and which rollout actions its rules allow now (two queries)."""
+    runs = list(
+        Run.objects.filter(
+            kind__in=_ROLLOUT_KINDS,
+            subject_type__app_label="onboarding",
+            subject_type__model="onboardingrequest",
+            subject_id=str(request.pk),
+        ).order_by("created_at", "pk")
+    )
+    result: list[EnvironmentRollout] = []
+    previous_live = True
+    for env in Environment.objects.all():
+        mine = [r for r in runs if r.params.get("environment") == env.name]
+        last = mine[-1] if mine else None
+        state = _state(last)
+        provisioned = any(
+            r.kind == PROVISION_KIND and r.status == RunStatus.SUCCEEDED for r in mine
+        ) and state not in ("torn down", "tearing down")
+        busy = last is not None and last.status in ACTIVE_RUN_STATUSES
+        allowed = {
+            "provision": _why_not_provision(request, env, previous_live, busy),
+            "smoke": "a run is in progress"
+            if busy
+            else ("" if provisioned else "provision it first"),
+            "teardown": "a run is in progress"
+            if busy
+            else ("" if mine else "nothing to tear down"),
+        }
+        result.append(EnvironmentRollout(env, state, last, list(reversed(mine)), allowed))
+        previous_live = state == "live"
+    return result
+
+
+def _why_not_provision(
+    request: OnboardingRequest, env: Environment, previous_live: bool, busy: bool
+) -> str:
+    if request.status != RequestStatus.APPROVED:
+        return "the request is not approved"
+    if busy:
+        return "a run is in progress"
+    if not previous_live:
+        return "the environment before it must pass its smoke test first"
+    return ""
+
+
+def rollout_start(*, request: OnboardingRequest, actor: Any, environment: str, action: str) -> Run:
+    """An engineer starts one rollout step for one environment, if the rules allow it now."""
+    require_role(actor, Role.ENGINEER)
+    if action not in ACTIONS:
+        raise ApplicationError(f"There is no rollout action called {action!r}.")
+    kind, verb = ACTIONS[action]
+    with transaction.atomic():
+        # Serialise clicks on the same request: a double click starts one run, not two.
+        request = OnboardingRequest.objects.select_for_update().get(pk=request.pk)
+        states = {r.environment.name: r for r in rollout_states(request)}
+        if environment not in states:
+            raise ApplicationError(f"There is no environment called {environment!r}.")
+        why_not = states[environment].allowed[action]
+        if why_not:
+            raise ApplicationError(f"{verb} {environment} is not possible yet: {why_not}.")
+        return run_start(
+            kind=kind,
+            actor=actor,
+            params={"request_id": request.pk, "environment": environment},
+            subject=request,
+            title=f"{verb} {request.key} {request.source_name} in {environment}",
+        )
