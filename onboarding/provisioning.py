@@ -49,6 +49,7 @@ PROVISION_KIND = "onboarding.provision"
 SMOKE_KIND = "onboarding.smoke_test"
 DRIFT_KIND = "onboarding.drift_check"
 TEARDOWN_KIND = "onboarding.teardown"
+CRITERIA_KIND = "onboarding.success_criteria"
 
 
 # --- the plan and the approval ----------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 from django.db import transaction
 
 from onboarding.models import OnboardingRequest, RequestStatus
-from onboarding.provisioning import PROVISION_KIND, SMOKE_KIND, TEARDOWN_KIND
+from onboarding.provisioning import CRITERIA_KIND, PROVISION_KIND, SMOKE_KIND, TEARDOWN_KIND
 from portal.errors import ApplicationError
 from portal.models import Environment
 from portal.roles import Role, require_role
@@ -25,9 +25,11 @@ from portal.runs.services import run_start
 ACTIONS = {
     "provision": (PROVISION_KIND, "Provision"),
     "smoke": (SMOKE_KIND, "Smoke test"),
+    "criteria": (CRITERIA_KIND, "Measure success criteria"),
     "teardown": (TEARDOWN_KIND, "Tear down"),
 }
-_ROLLOUT_KINDS = [kind for kind, _ in ACTIONS.values()]
+# Runs that change an environment's state (measuring the criteria only reads).
+_ROLLOUT_KINDS = [PROVISION_KIND, SMOKE_KIND, TEARDOWN_KIND]
 
 
 @dataclass
@@ -37,6 +39,7 @@ class EnvironmentRollout:
     last_run: Run | None
     runs: list[Run]
     allowed: dict[str, str]  # action -> "" when allowed, else why not
+    criteria: dict[str, Any] | None = None  # the newest measured success criteria
 
     @property
     def is_live(self) -> bool:
@@ -62,7 +65,8 @@ def _state(last: Run | None) -> str:
 
 
 def rollout_states(request: OnboardingRequest) -> list[EnvironmentRollout]:
-    """Each environment's state and which rollout actions its rules allow now (two queries)."""
+    """Each environment's state, which rollout actions its rules allow now, and its newest
+    measured success criteria."""
     runs = list(
         Run.objects.filter(
             kind__in=_ROLLOUT_KINDS,
@@ -71,6 +75,9 @@ def rollout_states(request: OnboardingRequest) -> list[EnvironmentRollout]:
             subject_id=str(request.pk),
         ).order_by("created_at", "pk")
     )
+    from onboarding.criteria import latest_criteria
+
+    measured = latest_criteria(request)
     result: list[EnvironmentRollout] = []
     previous_live = True
     for env in Environment.objects.all():
@@ -81,16 +88,18 @@ def rollout_states(request: OnboardingRequest) -> list[EnvironmentRollout]:
             r.kind == PROVISION_KIND and r.status == RunStatus.SUCCEEDED for r in mine
         ) and state not in ("torn down", "tearing down")
         busy = last is not None and last.status in ACTIVE_RUN_STATUSES
+        in_progress = "a run is in progress" if busy else ""
         allowed = {
             "provision": _why_not_provision(request, env, previous_live, busy),
-            "smoke": "a run is in progress"
-            if busy
-            else ("" if provisioned else "provision it first"),
-            "teardown": "a run is in progress"
-            if busy
-            else ("" if mine else "nothing to tear down"),
+            "smoke": in_progress or ("" if provisioned else "provision it first"),
+            "criteria": "" if provisioned else "provision it first",
+            "teardown": in_progress or ("" if mine else "nothing to tear down"),
         }
-        result.append(EnvironmentRollout(env, state, last, list(reversed(mine)), allowed))
+        result.append(
+            EnvironmentRollout(
+                env, state, last, list(reversed(mine)), allowed, measured.get(env.name)
+            )
+        )
         previous_live = state == "live"
     return result
 

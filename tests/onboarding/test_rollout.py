@@ -109,3 +109,50 @@ class RolloutTests:
         client.force_login(personas["rita"])
         body = client.get(reverse("onboarding:request-detail", args=[request.number])).content
         assert b'data-testid="provision-dev"' not in body  # requesters see states, no buttons
+
+
+class SuccessCriteriaTests:
+    def test_it_measures_each_criterion_with_its_evidence(
+        self, environments, personas, engineer, client
+    ):
+        request = approved_request(personas)
+        assert step(request, engineer, "dev", "provision").status == "succeeded"
+        assert step(request, engineer, "dev", "smoke").status == "succeeded"
+
+        run = step(request, engineer, "dev", "criteria")
+
+        assert run.status == "succeeded", run.error
+        (dev,) = [r for r in services.rollout_states(request) if r.environment.name == "dev"]
+        assert dev.state == "live"  # measuring reads; it does not change the state
+        measured = {c["key"]: c for c in dev.criteria["criteria"]}
+        assert measured["files"]["passed"] is False  # 9 smoke files, the goal is 100
+        assert measured["files"]["evidence"].startswith("9 succeeded, 0 failed")
+        assert measured["malformed"]["passed"] is True
+        assert measured["malformed"]["evidence"].startswith("1 of 1")
+        assert measured["latency"]["passed"] is True and "p95" in measured["latency"]["evidence"]
+        assert measured["security"]["passed"] is True
+        assert measured["monitoring"]["passed"] is True
+        assert "widget present" in measured["monitoring"]["evidence"]
+
+        client.force_login(engineer)
+        body = client.get(reverse("onboarding:request-detail", args=[request.number])).content
+        assert b'data-criterion="files" data-passed="false"' in body
+        assert b'data-criterion="security" data-passed="true"' in body
+
+    def test_a_security_gap_made_by_hand_shows_as_not_met(self, environments, personas, engineer):
+        from onboarding.provisioning import plan_for
+        from portal import aws
+
+        request = approved_request(personas)
+        assert step(request, engineer, "dev", "provision").status == "succeeded"
+        dev = next(e for e in environments if e.name == "dev")
+        bucket = plan_for(request, dev)["bucket"]["name"]
+        aws.client("s3", dev).put_bucket_versioning(
+            Bucket=bucket, VersioningConfiguration={"Status": "Suspended"}
+        )
+
+        assert step(request, engineer, "dev", "criteria").status == "succeeded"
+
+        (row,) = [r for r in services.rollout_states(request) if r.environment.name == "dev"]
+        security = next(c for c in row.criteria["criteria"] if c["key"] == "security")
+        assert security["passed"] is False and "S3.14" in security["evidence"]
