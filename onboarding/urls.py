@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.request_list, name="request-list"),
     path("mine/", views.request_mine, name="request-mine"),
     path("queue/", views.request_queue, name="request-queue"),
+    path("drift/", views.drift_summary, name="drift-summary"),
     path("new/", views.request_create, name="request-create"),
     path("DATA-<int:number>/", views.request_detail, name="request-detail"),
     path("DATA-<int:number>/edit/", views.request_edit, name="request-edit"),

@@ -475,3 +475,12 @@ def rollout_start(request: HttpRequest, number: int) -> HttpResponse:
         context = _ticket_context(request, obj, errors={"rollout": exc.message})
         return render(request, "onboarding/request_detail.html", context)
     return redirect("runs:detail", run_id=run.pk)
+
+
+@login_required
+@require_GET
+def drift_summary(request: HttpRequest) -> HttpResponse:
+    """The home dashboard's drift card: live sources that differ from their approved plan."""
+    return render(
+        request, "onboarding/drift_summary.html", {"drifted": services.drifted_requests()}
+    )

@@ -28,7 +28,12 @@ from onboarding.services.revisions import (
     request_current_digest,
     request_validation_state,
 )
-from onboarding.services.rollout import EnvironmentRollout, rollout_start, rollout_states
+from onboarding.services.rollout import (
+    EnvironmentRollout,
+    drifted_requests,
+    rollout_start,
+    rollout_states,
+)
 from onboarding.services.rules import (
     MIN_SAMPLES,
     PLAN_DIFF_KIND,
@@ -72,6 +77,7 @@ __all__ = [
     "approval_grant",
     "approval_reject",
     "approval_request_changes",
+    "drifted_requests",
     "environment_plans",
     "plan_compare_start",
     "request_blockers",

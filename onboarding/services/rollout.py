@@ -15,7 +15,13 @@ from typing import Any
 from django.db import transaction
 
 from onboarding.models import OnboardingRequest, RequestStatus
-from onboarding.provisioning import CRITERIA_KIND, PROVISION_KIND, SMOKE_KIND, TEARDOWN_KIND
+from onboarding.provisioning import (
+    CRITERIA_KIND,
+    DRIFT_KIND,
+    PROVISION_KIND,
+    SMOKE_KIND,
+    TEARDOWN_KIND,
+)
 from portal.errors import ApplicationError
 from portal.models import Environment
 from portal.roles import Role, require_role
@@ -40,6 +46,7 @@ class EnvironmentRollout:
     runs: list[Run]
     allowed: dict[str, str]  # action -> "" when allowed, else why not
     criteria: dict[str, Any] | None = None  # the newest measured success criteria
+    drift: dict[str, Any] | None = None  # the newest drift check: drifted, changes, checked_at
 
     @property
     def is_live(self) -> bool:
@@ -78,6 +85,7 @@ def rollout_states(request: OnboardingRequest) -> list[EnvironmentRollout]:
     from onboarding.criteria import latest_criteria
 
     measured = latest_criteria(request)
+    drift = latest_drift(request)
     result: list[EnvironmentRollout] = []
     previous_live = True
     for env in Environment.objects.all():
@@ -97,7 +105,13 @@ def rollout_states(request: OnboardingRequest) -> list[EnvironmentRollout]:
         }
         result.append(
             EnvironmentRollout(
-                env, state, last, list(reversed(mine)), allowed, measured.get(env.name)
+                env,
+                state,
+                last,
+                list(reversed(mine)),
+                allowed,
+                measured.get(env.name),
+                drift.get(env.name),
             )
         )
         previous_live = state == "live"
@@ -138,3 +152,41 @@ def rollout_start(*, request: OnboardingRequest, actor: Any, environment: str, a
             subject=request,
             title=f"{verb} {request.key} {request.source_name} in {environment}",
         )
+
+
+def latest_drift(request: OnboardingRequest) -> dict[str, dict[str, Any]]:
+    """Per environment, what the newest drift check found (changes with their field names)."""
+    from portal.runs.models import Step, StepStatus
+
+    steps = (
+        Step.objects.filter(
+            key="onboarding.drift_environment",
+            status=StepStatus.SUCCEEDED,
+            run__kind=DRIFT_KIND,
+            run__subject_type__model="onboardingrequest",
+            run__subject_id=str(request.pk),
+        )
+        .select_related("run")
+        .order_by("finished_at", "pk")
+    )
+    found: dict[str, dict[str, Any]] = {}
+    for step in steps:
+        found[step.params.get("environment", "")] = {
+            "drifted": step.output.get("drifted", False),
+            "changes": step.output.get("changes", []),
+            "checked_at": step.finished_at,
+            "run": step.run,
+        }
+    return found
+
+
+def drifted_requests() -> list[tuple[OnboardingRequest, list[str]]]:
+    """Approved requests whose newest drift check, in some environment, found a difference."""
+    result = []
+    for request in OnboardingRequest.objects.filter(status=RequestStatus.APPROVED).order_by(
+        "number"
+    ):
+        drifted = [env for env, d in latest_drift(request).items() if d["drifted"]]
+        if drifted:
+            result.append((request, drifted))
+    return result

@@ -156,3 +156,38 @@ class SuccessCriteriaTests:
         (row,) = [r for r in services.rollout_states(request) if r.environment.name == "dev"]
         security = next(c for c in row.criteria["criteria"] if c["key"] == "security")
         assert security["passed"] is False and "S3.14" in security["evidence"]
+
+
+class DriftFlagTests:
+    def test_a_change_by_hand_is_flagged_on_the_ticket_and_the_dashboard(
+        self, environments, personas, engineer, client
+    ):
+        from onboarding import provisioning as prov
+        from onboarding.provisioning import plan_for
+        from portal import aws
+
+        request = approved_request(personas)
+        assert step(request, engineer, "dev", "provision").status == "succeeded"
+        (clean,) = prov.drift_scan_all(actor=engineer)
+        drive(clean)
+        client.force_login(engineer)
+        ticket = reverse("onboarding:request-detail", args=[request.number])
+        assert b'data-drift="dev" data-drifted="false"' in client.get(ticket).content
+        summary = client.get(reverse("onboarding:drift-summary")).content.decode()
+        assert "Every checked source matches its approved plan." in summary
+
+        dev = next(e for e in environments if e.name == "dev")
+        bucket = plan_for(request, dev)["bucket"]["name"]
+        aws.client("s3", dev).put_bucket_versioning(
+            Bucket=bucket, VersioningConfiguration={"Status": "Suspended"}
+        )
+        (found,) = prov.drift_scan_all(actor=engineer)
+        drive(found)
+
+        body = client.get(ticket).content.decode()
+        assert 'data-drift="dev" data-drifted="true"' in body
+        assert "<code>bucket.versioning</code>" in body
+        summary = client.get(reverse("onboarding:drift-summary")).content.decode()
+        assert f'data-drifted-request="{request.key}"' in summary and "differs in dev" in summary
+        home = client.get(reverse("home")).content.decode()
+        assert reverse("onboarding:drift-summary") in home
