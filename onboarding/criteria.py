@@ -11,12 +11,13 @@ from typing import Any
 from django.utils import timezone
 
 from onboarding.baseline import security_baseline
-from onboarding.provision_steps import _plan, _request
+from onboarding.provision_steps import step_plan, step_request
 from onboarding.provisioning import CRITERIA_KIND, SMOKE_KIND
 from portal.roles import Role
 from portal.runs.engine import StepContext
-from portal.runs.models import Run, RunStatus
+from portal.runs.models import RunStatus
 from portal.runs.registry import Done, PlannedStep, run_kind, step
+from portal.runs.selectors import runs_of
 
 FILES_GOAL = 100
 
@@ -76,13 +77,8 @@ def _malformed_caught(request: Any) -> dict[str, Any]:
 
 def _latency(request: Any, environment: str) -> dict[str, Any]:
     smoke = (
-        Run.objects.filter(
-            kind=SMOKE_KIND,
-            status=RunStatus.SUCCEEDED,
-            subject_type__model="onboardingrequest",
-            subject_id=str(request.pk),
-            params__environment=environment,
-        )
+        runs_of(request, SMOKE_KIND)
+        .filter(status=RunStatus.SUCCEEDED, params__environment=environment)
         .order_by("-finished_at")
         .first()
     )
@@ -133,8 +129,8 @@ def _monitoring(ctx: StepContext, plan: dict[str, Any]) -> dict[str, Any]:
 
 @step("onboarding.success_criteria", title="Success criteria")
 def success_criteria_step(ctx: StepContext) -> Done:
-    request = _request(ctx)
-    plan = _plan(ctx, request)
+    request = step_request(ctx)
+    plan = step_plan(ctx, request)
     criteria = [
         _files_processed(ctx, plan),
         _malformed_caught(request),
@@ -147,12 +143,9 @@ def success_criteria_step(ctx: StepContext) -> Done:
 
 def latest_criteria(request: Any) -> dict[str, dict[str, Any]]:
     """The newest measured criteria per environment name."""
-    runs = Run.objects.filter(
-        kind=CRITERIA_KIND,
-        status=RunStatus.SUCCEEDED,
-        subject_type__model="onboardingrequest",
-        subject_id=str(request.pk),
-    ).order_by("finished_at")
+    runs = (
+        runs_of(request, CRITERIA_KIND).filter(status=RunStatus.SUCCEEDED).order_by("finished_at")
+    )
     result: dict[str, dict[str, Any]] = {}
     for run in runs.prefetch_related("steps"):
         step_ = next(iter(run.steps.all()), None)

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from onboarding import provisioning as prov
 from onboarding.models import OnboardingRequest, Sample
+from onboarding.provisioning import apply, drift, remove
 from portal.errors import ApplicationError
 from portal.roles import Role
 from portal.runs.engine import StepContext
@@ -43,14 +44,14 @@ TERMINAL = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 # --- shared -------------------------------------------------------------------------------------
 
 
-def _request(ctx: StepContext) -> OnboardingRequest:
+def step_request(ctx: StepContext) -> OnboardingRequest:
     request = OnboardingRequest.objects.filter(pk=ctx.params.get("request_id")).first()
     if request is None:
         raise PermanentStepError("The onboarding request no longer exists.")
     return request
 
 
-def _plan(ctx: StepContext, request: OnboardingRequest) -> dict[str, Any]:
+def step_plan(ctx: StepContext, request: OnboardingRequest) -> dict[str, Any]:
     try:
         return prov.plan_for(request, ctx.environment())
     except ApplicationError as exc:
@@ -59,11 +60,11 @@ def _plan(ctx: StepContext, request: OnboardingRequest) -> dict[str, Any]:
 
 def _approved_plan(ctx: StepContext) -> tuple[OnboardingRequest, dict[str, Any]]:
     """The plan, re-checked against the approvals before every step that writes."""
-    request = _request(ctx)
+    request = step_request(ctx)
     problem = prov.approval_problem(request)
     if problem:
         raise PermanentStepError(problem)
-    return request, _plan(ctx, request)
+    return request, step_plan(ctx, request)
 
 
 def _apply(ctx: StepContext, func: Callable[..., dict[str, Any]], *args: Any) -> Done:
@@ -81,17 +82,17 @@ def _env_title(params: dict[str, Any]) -> str:
 # --- provision --------------------------------------------------------------------------------
 
 PROVISION_STEPS = (
-    ("onboarding.provision_kms", "KMS key", prov.apply_kms),
-    ("onboarding.provision_bucket", "S3 bucket and its settings", prov.apply_bucket),
-    ("onboarding.provision_bucket_policy", "Bucket policy", prov.apply_bucket_policy),
-    ("onboarding.provision_notifications", "EventBridge notifications", prov.apply_notifications),
-    ("onboarding.provision_rule", "EventBridge rule", prov.apply_rule),
-    ("onboarding.provision_target", "Step Functions target", prov.apply_target),
+    ("onboarding.provision_kms", "KMS key", apply.apply_kms),
+    ("onboarding.provision_bucket", "S3 bucket and its settings", apply.apply_bucket),
+    ("onboarding.provision_bucket_policy", "Bucket policy", apply.apply_bucket_policy),
+    ("onboarding.provision_notifications", "EventBridge notifications", apply.apply_notifications),
+    ("onboarding.provision_rule", "EventBridge rule", apply.apply_rule),
+    ("onboarding.provision_target", "Step Functions target", apply.apply_target),
     ("onboarding.provision_schema", "Schema registration", None),
-    ("onboarding.provision_config_item", "Pipeline configuration item", prov.apply_config_item),
-    ("onboarding.provision_alarm", "Validation errors alarm", prov.apply_alarm),
-    ("onboarding.provision_dashboard_widget", "Dashboard widget", prov.apply_dashboard_widget),
-    ("onboarding.provision_tags", "Tags", prov.apply_tags),
+    ("onboarding.provision_config_item", "Pipeline configuration item", apply.apply_config_item),
+    ("onboarding.provision_alarm", "Validation errors alarm", apply.apply_alarm),
+    ("onboarding.provision_dashboard_widget", "Dashboard widget", apply.apply_dashboard_widget),
+    ("onboarding.provision_tags", "Tags", apply.apply_tags),
 )
 
 
@@ -106,11 +107,11 @@ def provision_plan(params: dict[str, Any]) -> list[PlannedStep]:
 
 @step("onboarding.check_approval", title="Check the approval")
 def check_approval_step(ctx: StepContext) -> Done:
-    request = _request(ctx)
+    request = step_request(ctx)
     problem = prov.approval_problem(request)
     if problem:
         raise PermanentStepError(problem)
-    plan = _plan(ctx, request)
+    plan = step_plan(ctx, request)
     from onboarding.plan import plan_digest
 
     ctx.log(
@@ -144,7 +145,7 @@ for _key, _title, _func in PROVISION_STEPS:
 @step("onboarding.provision_schema", title="Schema registration")
 def provision_schema_step(ctx: StepContext) -> Done:
     request, plan = _approved_plan(ctx)
-    return _apply(ctx, prov.apply_schema_object, plan, request.schema_text)
+    return _apply(ctx, apply.apply_schema_object, plan, request.schema_text)
 
 
 # --- smoke test -------------------------------------------------------------------------------
@@ -169,8 +170,8 @@ def smoke_samples(request: OnboardingRequest, environment: Any) -> list[Sample]:
 
 @step("onboarding.smoke_upload", title="Upload the valid samples")
 def smoke_upload_step(ctx: StepContext) -> Done:
-    request = _request(ctx)
-    plan = _plan(ctx, request)
+    request = step_request(ctx)
+    plan = step_plan(ctx, request)
     bucket = plan["bucket"]["name"]
     s3 = ctx.aws("s3")
     samples = smoke_samples(request, ctx.environment())
@@ -296,8 +297,8 @@ def p95(values: list[float]) -> float:
 
 @step("onboarding.smoke_verify", title="Check output, metadata and SLA")
 def smoke_verify_step(ctx: StepContext) -> Done:
-    request = _request(ctx)
-    plan = _plan(ctx, request)
+    request = step_request(ctx)
+    plan = step_plan(ctx, request)
     env = ctx.environment()
     finished = _output_of(ctx, "onboarding.smoke_wait")
     s3, ddb = ctx.aws("s3"), ctx.aws("dynamodb")
@@ -380,7 +381,7 @@ def drift_plan(params: dict[str, Any]) -> list[PlannedStep]:
     names = params.get("environments")
     if names is None:
         request = OnboardingRequest.objects.filter(pk=params["request_id"]).first()
-        names = prov.provisioned_environments(request) if request else []
+        names = drift.provisioned_environments(request) if request else []
     return [
         PlannedStep(
             "onboarding.drift_environment",
@@ -393,10 +394,10 @@ def drift_plan(params: dict[str, Any]) -> list[PlannedStep]:
 
 @step("onboarding.drift_environment", title="Compare an environment with the plan")
 def drift_environment_step(ctx: StepContext) -> Done:
-    request = _request(ctx)
+    request = step_request(ctx)
     env = ctx.environment()
     try:
-        changes = prov.drift_for(request, env)
+        changes = drift.drift_for(request, env)
     except ApplicationError as exc:
         raise PermanentStepError(exc.message) from None
     for change in changes:
@@ -424,13 +425,13 @@ def drift_environment_step(ctx: StepContext) -> Done:
 # --- teardown ---------------------------------------------------------------------------------
 
 TEARDOWN_STEPS = (
-    ("onboarding.teardown_rule", "Remove the targets and the rule", prov.remove_target_and_rule),
-    ("onboarding.teardown_notifications", "Turn off notifications", prov.remove_notifications),
-    ("onboarding.teardown_alarm", "Remove the alarm", prov.remove_alarm),
-    ("onboarding.teardown_widget", "Remove the dashboard widget", prov.remove_dashboard_widget),
-    ("onboarding.teardown_config_item", "Remove the configuration item", prov.remove_config_item),
-    ("onboarding.teardown_schema", "Remove the schema", prov.remove_schema_objects),
-    ("onboarding.teardown_bucket", "Delete the bucket if empty", prov.remove_bucket_if_empty),
+    ("onboarding.teardown_rule", "Remove the targets and the rule", remove.remove_target_and_rule),
+    ("onboarding.teardown_notifications", "Turn off notifications", remove.remove_notifications),
+    ("onboarding.teardown_alarm", "Remove the alarm", remove.remove_alarm),
+    ("onboarding.teardown_widget", "Remove the dashboard widget", remove.remove_dashboard_widget),
+    ("onboarding.teardown_config_item", "Remove the configuration item", remove.remove_config_item),
+    ("onboarding.teardown_schema", "Remove the schema", remove.remove_schema_objects),
+    ("onboarding.teardown_bucket", "Delete the bucket if empty", remove.remove_bucket_if_empty),
 )
 
 
@@ -442,7 +443,7 @@ def teardown_plan(params: dict[str, Any]) -> list[PlannedStep]:
 
 def _teardown_step(func: Callable[..., dict[str, Any]]) -> Callable[[StepContext], Done]:
     def run(ctx: StepContext) -> Done:
-        return _apply(ctx, func, _plan(ctx, _request(ctx)))
+        return _apply(ctx, func, step_plan(ctx, step_request(ctx)))
 
     return run
 

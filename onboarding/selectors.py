@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.contenttypes.models import ContentType
 from django.db.models import Count, Prefetch, Q, QuerySet, Value
 from django.db.models.functions import Concat
 
@@ -32,6 +31,7 @@ from onboarding.models import (
 from portal.models import AuditEvent
 from portal.roles import Role, has_role, roles_of
 from portal.runs.models import Run
+from portal.runs.selectors import runs_of
 
 _KEY_RE = re.compile(r"^\s*(?:data-)?(\d+)\s*$", re.IGNORECASE)
 _RUN_ACTIONS = ("run.started", "run.succeeded", "run.failed", "run.cancelled")
@@ -151,10 +151,7 @@ def request_live_approvals(request: OnboardingRequest) -> list[Approval]:
 
 
 def request_runs(request: OnboardingRequest) -> QuerySet[Run]:
-    return Run.objects.filter(
-        subject_type=ContentType.objects.get_for_model(OnboardingRequest),
-        subject_id=str(request.pk),
-    ).order_by("-created_at", "-id")
+    return runs_of(request).order_by("-created_at", "-id")
 
 
 def latest_run(request: OnboardingRequest, kind: str) -> Run | None:

@@ -25,6 +25,6 @@ def scheduler_user() -> User:
 @shared_task(name="onboarding.drift_scan")
 def drift_scan() -> int:
     """Start a drift check for every live source (beat, ONBOARDING_DRIFT_SCAN_SECONDS)."""
-    from onboarding.provisioning import drift_scan_all
+    from onboarding.provisioning.drift import drift_scan_all
 
     return len(drift_scan_all(actor=scheduler_user()))

@@ -26,6 +26,7 @@ from portal.errors import ApplicationError
 from portal.models import Environment
 from portal.roles import Role, require_role
 from portal.runs.models import ACTIVE_RUN_STATUSES, Run, RunStatus
+from portal.runs.selectors import runs_of
 from portal.runs.services import run_start
 
 ACTIONS = {
@@ -74,14 +75,7 @@ def _state(last: Run | None) -> str:
 def rollout_states(request: OnboardingRequest) -> list[EnvironmentRollout]:
     """Each environment's state, which rollout actions its rules allow now, and its newest
     measured success criteria."""
-    runs = list(
-        Run.objects.filter(
-            kind__in=_ROLLOUT_KINDS,
-            subject_type__app_label="onboarding",
-            subject_type__model="onboardingrequest",
-            subject_id=str(request.pk),
-        ).order_by("created_at", "pk")
-    )
+    runs = list(runs_of(request, *_ROLLOUT_KINDS))
     from onboarding.criteria import latest_criteria
 
     measured = latest_criteria(request)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import Count, Model, Q, QuerySet
 
 from portal.roles import has_role
 from portal.runs.models import ACTIVE_RUN_STATUSES, DONE_STEP_STATUSES, Run, RunStatus, Step
@@ -22,6 +23,17 @@ def run_list(*, kind: str = "", status: str = "", limit: int = 50) -> QuerySet[R
     if status:
         runs = runs.filter(status=status)
     return runs.order_by("-created_at", "-id")[:limit]
+
+
+def runs_of(subject: Model, *kinds: str) -> QuerySet[Run]:
+    """The runs that act on `subject` (a request, release, rotation, review), optionally of
+    the given kinds, oldest first."""
+    runs = Run.objects.filter(
+        subject_type=ContentType.objects.get_for_model(subject), subject_id=str(subject.pk)
+    )
+    if kinds:
+        runs = runs.filter(kind__in=kinds)
+    return runs.order_by("created_at", "pk")
 
 
 def run_percent(run: Run, steps: list[Step] | None = None) -> int:

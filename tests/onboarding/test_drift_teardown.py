@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from onboarding import provisioning as prov
+from onboarding.provisioning import drift
 from tests.onboarding.test_provisioning import (
     OTHER_WIDGET,
     approved_request,
@@ -32,7 +33,7 @@ class DriftTests:
         env = env_named(environments)
         plan = plan_of(request, env)
         assert provision(request, engineer).status == "succeeded"
-        assert prov.drift_for(request, env) == []
+        assert drift.drift_for(request, env) == []
 
         c = clients(env)
         c("s3").put_bucket_versioning(
@@ -40,14 +41,14 @@ class DriftTests:
         )
         params = {k: v for k, v in plan["alarm"].items() if k != "Tags"}
         c("cloudwatch").put_metric_alarm(**{**params, "Threshold": 50.0})
-        assert fields(prov.drift_for(request, env)) == {
+        assert fields(drift.drift_for(request, env)) == {
             ("bucket", "versioning"),
             ("alarm", "Threshold"),
         }
 
         # The drift-check run, read only: one step per provisioned environment.
         before = snapshot(plan, env)
-        (run,) = prov.drift_scan_all(actor=personas["ada"])
+        (run,) = drift.drift_scan_all(actor=personas["ada"])
         run = drive(run)
         assert run.status == "succeeded", run.error
         (step,) = run.steps.all()
@@ -70,14 +71,14 @@ class DriftTests:
             if entry["action"] == "updated"
         ]
         assert len(updated) == 2, updated
-        assert prov.drift_for(request, env) == []
+        assert drift.drift_for(request, env) == []
 
     def test_only_provisioned_environments_are_checked(self, environments, personas, engineer):
         request = approved_request(personas)
-        assert prov.provisioned_environments(request) == []
-        assert prov.drift_scan_all(actor=personas["ada"]) == []
+        assert drift.provisioned_environments(request) == []
+        assert drift.drift_scan_all(actor=personas["ada"]) == []
         assert provision(request, engineer, env="staging").status == "succeeded"
-        assert prov.provisioned_environments(request) == ["staging"]
+        assert drift.provisioned_environments(request) == ["staging"]
 
 
 def teardown(request, actor, env="dev"):
@@ -142,7 +143,7 @@ class TeardownTests:
             Bucket=schema["bucket"], Prefix=f"schemas/{plan['source']}/"
         )
         assert not listed.get("Versions") and not listed.get("DeleteMarkers")
-        assert prov.provisioned_environments(request) == []
+        assert drift.provisioned_environments(request) == []
 
         again = teardown(request, engineer)
         assert again.status == "succeeded", again.error

@@ -21,6 +21,7 @@ from onboarding import services
 from onboarding.baseline import security_baseline
 from onboarding.live import pending, read_live
 from onboarding.models import OnboardingRequest
+from onboarding.provisioning import apply, drift
 from portal import aws
 from portal.runs import engine
 from portal.runs.models import TERMINAL_RUN_STATUSES, Run
@@ -159,7 +160,7 @@ class ProvisionTests:
         first = provision(request, engineer)
         assert first.status == "succeeded", first.error
         assert "created" in logged_actions(first)
-        assert pending(prov.drift_for(request, env)) == []
+        assert pending(drift.drift_for(request, env)) == []
         before = snapshot(plan, env)
 
         second = provision(request, engineer)
@@ -177,7 +178,7 @@ class ProvisionTests:
         c = clients(env)
 
         # The bucket step died right after CreateBucket; the KMS step right after CreateKey.
-        prov.ensure_bucket_exists(plan, c, lambda *_: None)
+        apply.ensure_bucket_exists(plan, c, lambda *_: None)
 
         class Crash(Exception):
             pass
@@ -215,7 +216,7 @@ class ProvisionTests:
         ]
         assert len(tagged) == 1
         assert kms.describe_key(KeyId=plan["kms"]["alias"])["KeyMetadata"]["KeyId"] == tagged[0]
-        assert pending(prov.drift_for(request, env)) == []
+        assert pending(drift.drift_for(request, env)) == []
 
     def test_an_edit_after_approval_stops_it_before_aws(self, environments, personas, engineer):
         request = approved_request(personas)

@@ -162,13 +162,12 @@ class DriftFlagTests:
     def test_a_change_by_hand_is_flagged_on_the_ticket_and_the_dashboard(
         self, environments, personas, engineer, client
     ):
-        from onboarding import provisioning as prov
-        from onboarding.provisioning import plan_for
+        from onboarding.provisioning import drift, plan_for
         from portal import aws
 
         request = approved_request(personas)
         assert step(request, engineer, "dev", "provision").status == "succeeded"
-        (clean,) = prov.drift_scan_all(actor=engineer)
+        (clean,) = drift.drift_scan_all(actor=engineer)
         drive(clean)
         client.force_login(engineer)
         ticket = reverse("onboarding:request-detail", args=[request.number])
@@ -181,7 +180,7 @@ class DriftFlagTests:
         aws.client("s3", dev).put_bucket_versioning(
             Bucket=bucket, VersioningConfiguration={"Status": "Suspended"}
         )
-        (found,) = prov.drift_scan_all(actor=engineer)
+        (found,) = drift.drift_scan_all(actor=engineer)
         drive(found)
 
         body = client.get(ticket).content.decode()
