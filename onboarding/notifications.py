@@ -84,3 +84,21 @@ def approvals_voided(request: Any, approvers: Iterable[Any], reason: str) -> int
             url=_link(request),
         ),
     )
+
+
+def confirmation_needed(request: Any, run: Any, actor: Any, environment: str) -> int:
+    """A change to a production environment waits for a second engineer: every engineer
+    but the one who started it."""
+    users = [u for u in users_with_role(Role.ENGINEER) if u.pk != actor.pk]
+    return notify(
+        users=users,
+        notification=Notification(
+            subject=f"{request.key}: confirm {run.title}",
+            body=(
+                f'{actor.get_username()} started "{run.title}". It changes {environment}, a '
+                "production environment, so it waits until a second engineer confirms it on "
+                "the run page."
+            ),
+            url=absolute_url(reverse("runs:detail", args=[run.pk])),
+        ),
+    )

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
+from django.conf import settings
 from django.utils import timezone
 
 from onboarding import provisioning as prov
@@ -32,6 +33,7 @@ from portal.errors import ApplicationError
 from portal.roles import Role
 from portal.runs.engine import StepContext
 from portal.runs.registry import Done, PermanentStepError, PlannedStep, Wait, run_kind, step
+from portal.runs.steps import confirmation_step
 
 SMOKE_PRODUCTION_FILES = 5
 SMOKE_MAX_FILES = 10
@@ -96,10 +98,24 @@ PROVISION_STEPS = (
 )
 
 
+def production_gate(params: dict[str, Any], what: str) -> list[PlannedStep]:
+    """In a production environment, a second engineer confirms before the run changes
+    anything (ONBOARDING_PROD_CONFIRMATION, on by default)."""
+    from portal.models import Environment
+
+    name = params.get("environment")
+    if not settings.ONBOARDING_PROD_CONFIRMATION:
+        return []
+    if not Environment.objects.filter(name=name, is_production=True).exists():
+        return []
+    return [confirmation_step(f"{what} in {name}", who="engineer")]
+
+
 @run_kind(prov.PROVISION_KIND, title="Provision an environment", start_roles=[Role.ENGINEER])
 def provision_plan(params: dict[str, Any]) -> list[PlannedStep]:
     env = _env_title(params)
     return [
+        *production_gate(params, "provisioning"),
         PlannedStep("onboarding.check_approval", title=f"Check the approval ({env})"),
         *(PlannedStep(key, title=f"{title} ({env})") for key, title, _ in PROVISION_STEPS),
     ]
@@ -438,7 +454,10 @@ TEARDOWN_STEPS = (
 @run_kind(prov.TEARDOWN_KIND, title="Tear down an environment", start_roles=[Role.ENGINEER])
 def teardown_plan(params: dict[str, Any]) -> list[PlannedStep]:
     env = _env_title(params)
-    return [PlannedStep(key, title=f"{title} ({env})") for key, title, _ in TEARDOWN_STEPS]
+    return [
+        *production_gate(params, "the teardown"),
+        *(PlannedStep(key, title=f"{title} ({env})") for key, title, _ in TEARDOWN_STEPS),
+    ]
 
 
 def _teardown_step(func: Callable[..., dict[str, Any]]) -> Callable[[StepContext], Done]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import transaction
 
+from onboarding import notifications
 from onboarding.models import OnboardingRequest, RequestStatus
 from onboarding.provisioning import (
     CRITERIA_KIND,
@@ -25,9 +26,10 @@ from onboarding.provisioning import (
 from portal.errors import ApplicationError
 from portal.models import Environment
 from portal.roles import Role, require_role
-from portal.runs.models import ACTIVE_RUN_STATUSES, Run, RunStatus
+from portal.runs.models import ACTIVE_RUN_STATUSES, Run, RunStatus, StepStatus
 from portal.runs.selectors import runs_of
 from portal.runs.services import run_start
+from portal.runs.steps import CONFIRM_STEP
 
 ACTIONS = {
     "provision": (PROVISION_KIND, "Provision"),
@@ -48,6 +50,8 @@ class EnvironmentRollout:
     allowed: dict[str, str]  # action -> "" when allowed, else why not
     criteria: dict[str, Any] | None = None  # the newest measured success criteria
     drift: dict[str, Any] | None = None  # the newest drift check: drifted, changes, checked_at
+    first: bool = False  # the first environment of the rollout (dev)
+    provisioned: bool = False
 
     @property
     def is_live(self) -> bool:
@@ -56,13 +60,24 @@ class EnvironmentRollout:
     @property
     def buttons(self) -> list[tuple[str, str, str]]:
         """(action, label, why not — empty when allowed), in the order they are shown."""
-        return [(key, label, self.allowed[key]) for key, (_, label) in ACTIONS.items()]
+        return [
+            (key, self._label(key, label), self.allowed[key]) for key, (_, label) in ACTIONS.items()
+        ]
+
+    def _label(self, action: str, label: str) -> str:
+        if action != "provision":
+            return label
+        if self.provisioned:
+            return "Provision again"
+        return label if self.first else f"Promote to {self.environment.name}"
 
 
 def _state(last: Run | None) -> str:
     if last is None:
         return "not started"
     active = last.status in ACTIVE_RUN_STATUSES
+    if last.status == RunStatus.WAITING and _awaits_confirmation(last):
+        return "awaiting confirmation"
     if last.status in (RunStatus.FAILED, RunStatus.CANCELLED):
         return "failed" if last.status == RunStatus.FAILED else "cancelled"
     return {
@@ -70,6 +85,12 @@ def _state(last: Run | None) -> str:
         SMOKE_KIND: "smoke testing" if active else "live",
         TEARDOWN_KIND: "tearing down" if active else "torn down",
     }[last.kind]
+
+
+def _awaits_confirmation(run: Run) -> bool:
+    return run.steps.filter(
+        key=CONFIRM_STEP, status__in=[StepStatus.PENDING, StepStatus.WAITING]
+    ).exists()
 
 
 def rollout_states(request: OnboardingRequest) -> list[EnvironmentRollout]:
@@ -106,6 +127,8 @@ def rollout_states(request: OnboardingRequest) -> list[EnvironmentRollout]:
                 allowed,
                 measured.get(env.name),
                 drift.get(env.name),
+                first=not result,
+                provisioned=provisioned,
             )
         )
         previous_live = state == "live"
@@ -139,13 +162,18 @@ def rollout_start(*, request: OnboardingRequest, actor: Any, environment: str, a
         why_not = states[environment].allowed[action]
         if why_not:
             raise ApplicationError(f"{verb} {environment} is not possible yet: {why_not}.")
-        return run_start(
+        run = run_start(
             kind=kind,
             actor=actor,
             params={"request_id": request.pk, "environment": environment},
             subject=request,
             title=f"{verb} {request.key} {request.source_name} in {environment}",
         )
+        if CONFIRM_STEP in run.plan:
+            transaction.on_commit(
+                lambda: notifications.confirmation_needed(request, run, actor, environment)
+            )
+    return run
 
 
 def latest_drift(request: OnboardingRequest) -> dict[str, dict[str, Any]]:

@@ -7,7 +7,7 @@ from django.db.models import Model
 from django.http import HttpRequest
 
 from portal.admin import ReadOnlyAdmin
-from portal.runs.models import Run, Step
+from portal.runs.models import Confirmation, Run, Step
 
 
 class StepInline(admin.TabularInline):
@@ -58,3 +58,11 @@ class StepAdmin(ReadOnlyAdmin):
     search_fields = ["key", "title", "=run__id"]
     date_hierarchy = "started_at"
     ordering = ["-run_id", "position"]
+
+
+@admin.register(Confirmation)
+class ConfirmationAdmin(ReadOnlyAdmin):
+    list_display = ["step", "confirmed_by", "created_at"]
+    list_select_related = ["step", "confirmed_by"]
+    search_fields = ["confirmed_by__username", "=step__run__id"]
+    date_hierarchy = "created_at"

@@ -115,3 +115,17 @@ class Step(models.Model):
         if self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+class Confirmation(models.Model):
+    """A second person's go-ahead for a run's confirmation step (`runs.confirm`), such as a
+    second engineer confirming a promotion to production. Written once, never changed."""
+
+    step = models.OneToOneField(Step, on_delete=models.CASCADE, related_name="confirmation")
+    confirmed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.step} confirmed by {self.confirmed_by}"

@@ -60,6 +60,10 @@ def run_permissions(run: Run, user: Any) -> dict[str, bool]:
         "cancel": may_operate
         and (run.status in ACTIVE_RUN_STATUSES or run.status == RunStatus.FAILED)
         and not run.cancel_requested,
+        # A confirmation gate: someone other than the person who started the run.
+        "confirm": may_operate
+        and run.status in ACTIVE_RUN_STATUSES
+        and not (run.created_by_id is not None and run.created_by_id == user.pk),
     }
 
 

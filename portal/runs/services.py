@@ -5,14 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from portal.audit import audit_record
 from portal.errors import ApplicationError
 from portal.roles import require_role
 from portal.runs.engine import _finish, enqueue_on_commit
-from portal.runs.models import ACTIVE_RUN_STATUSES, Run, RunStatus, Step, StepStatus
+from portal.runs.models import (
+    ACTIVE_RUN_STATUSES,
+    Confirmation,
+    Run,
+    RunStatus,
+    Step,
+    StepStatus,
+)
 from portal.runs.registry import RUN_KINDS, get_run_kind
 
 
@@ -175,3 +182,45 @@ def run_wake(*, run: Run) -> None:
         )
         if updated:
             enqueue_on_commit(run.pk)
+
+
+def run_confirm_step(*, run: Run, step_id: int, actor: Any) -> Confirmation:
+    """A second person confirms a run's `runs.confirm` gate; the run carries on. Whoever
+    started the run cannot confirm it (separation of duties)."""
+    from portal.runs.steps import CONFIRM_STEP
+
+    _check_operator(actor, run)
+    with transaction.atomic():
+        run = _locked(run)
+        step = run.steps.filter(pk=step_id, key=CONFIRM_STEP).first()
+        if step is None:
+            raise ApplicationError("That step is not a confirmation of this run.")
+        if run.created_by_id is not None and run.created_by_id == actor.pk:
+            raise ApplicationError(
+                "You started this run, so someone else must confirm it (separation of duties)."
+            )
+        existing = Confirmation.objects.filter(step=step).select_related("confirmed_by").first()
+        if existing is not None:
+            raise ApplicationError(
+                f"{existing.confirmed_by.get_username()} already confirmed this step."
+            )
+        if run.status not in ACTIVE_RUN_STATUSES or step.status not in (
+            StepStatus.PENDING,
+            StepStatus.WAITING,
+        ):
+            raise ApplicationError(
+                f"This run is {run.get_status_display().lower()}; there is nothing to confirm."
+            )
+        try:
+            with transaction.atomic():
+                confirmation = Confirmation.objects.create(step=step, confirmed_by=actor)
+        except IntegrityError:
+            raise ApplicationError("This step was confirmed a moment ago.") from None
+        audit_record(
+            action="step.confirmed",
+            actor=actor,
+            obj=run,
+            data={"step": step.key, "position": step.position, "what": step.params.get("what")},
+        )
+        run_wake(run=run)
+    return confirmation

@@ -69,3 +69,9 @@ def step_skip(request: HttpRequest, run_id: int, step_id: int) -> HttpResponse:
 @require_POST
 def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     return _act(request, run_id, services.run_cancel)
+
+
+@login_required
+@require_POST
+def step_confirm(request: HttpRequest, run_id: int, step_id: int) -> HttpResponse:
+    return _act(request, run_id, services.run_confirm_step, step_id=step_id)

@@ -3,18 +3,26 @@ live (smoke test passed), one run at a time per environment, engineers only."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
 from onboarding import services
+from onboarding.provisioning import PROVISION_KIND, TEARDOWN_KIND
 from portal.errors import ApplicationError
+from portal.models import AuditEvent
+from portal.runs import engine
 from portal.runs.models import Run
+from portal.runs.services import run_confirm_step
+from portal.runs.steps import CONFIRM_STEP
 from tests.onboarding.test_provisioning import (
     approved_request,
     drive,
     engineer_fixture,  # noqa: F401 - fixture
     media_fixture,  # noqa: F401 - fixture
+    start,
 )
 
 
@@ -190,3 +198,100 @@ class DriftFlagTests:
         assert f'data-drifted-request="{request.key}"' in summary and "differs in dev" in summary
         home = client.get(reverse("home")).content.decode()
         assert reverse("onboarding:drift-summary") in home
+
+
+def park(run: Run, timeout: float = 30.0) -> Run:
+    """Execute the run in-process until it waits for a person (or ends)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        engine.advance(run.pk)
+        run.refresh_from_db()
+        if run.is_terminal or (run.status == "waiting" and run.wake_at is None):
+            return run
+        assert time.monotonic() < deadline, f"run {run.pk} still {run.status}"
+        time.sleep(0.1)
+
+
+class ProdConfirmationTests:
+    def test_a_prod_provision_waits_for_a_second_engineer(self, environments, personas):
+        request = approved_request(personas)
+        erin, eddie = personas["erin"], personas["eddie"]
+        run = park(start(PROVISION_KIND, request, erin, "prod"))
+
+        assert run.plan[:2] == [CONFIRM_STEP, "onboarding.check_approval"]
+        assert run.status == "waiting"
+        gate, *rest = run.steps.order_by("position")
+        assert gate.status == "waiting" and {s.status for s in rest} == {"pending"}
+        with pytest.raises(ApplicationError, match="someone else must confirm"):
+            run_confirm_step(run=run, step_id=gate.pk, actor=erin)
+        for name in ("rita", "sam", "ada"):
+            with pytest.raises(PermissionDenied):
+                run_confirm_step(run=run, step_id=gate.pk, actor=personas[name])
+        assert not AuditEvent.objects.filter(action="step.confirmed").exists()
+
+        run_confirm_step(run=run, step_id=gate.pk, actor=eddie)
+
+        (event,) = AuditEvent.objects.filter(action="step.confirmed")
+        assert event.actor == eddie
+        with pytest.raises(ApplicationError, match="eddie already confirmed"):
+            run_confirm_step(run=run, step_id=gate.pk, actor=eddie)
+        run.refresh_from_db()
+        assert run.wake_at is not None  # woken: a worker picks it up now
+        assert drive(run).status == "succeeded", run.error
+        gate.refresh_from_db()
+        assert gate.output["confirmed_by"] == "eddie"
+
+    def test_only_production_is_gated_and_the_setting_turns_it_off(
+        self, environments, personas, settings
+    ):
+        request = approved_request(personas)
+        erin = personas["erin"]
+        assert start(PROVISION_KIND, request, erin, "dev").plan[0] == "onboarding.check_approval"
+        assert start(PROVISION_KIND, request, erin, "staging").plan[0] != CONFIRM_STEP
+        assert start(TEARDOWN_KIND, request, erin, "prod").plan[0] == CONFIRM_STEP
+        settings.ONBOARDING_PROD_CONFIRMATION = False
+        assert start(PROVISION_KIND, request, erin, "prod").plan[0] == "onboarding.check_approval"
+        assert start(TEARDOWN_KIND, request, erin, "prod").plan[0] != CONFIRM_STEP
+
+    def test_promoting_to_prod_tells_the_other_engineers_and_they_confirm_on_the_run_page(
+        self, environments, personas, client, mailoutbox, django_capture_on_commit_callbacks
+    ):
+        request = approved_request(personas)
+        erin, eddie = personas["erin"], personas["eddie"]
+        ticket = reverse("onboarding:request-detail", args=[request.number])
+        for env in ("dev", "staging"):
+            assert step(request, erin, env, "provision").status == "succeeded"
+            assert step(request, erin, env, "smoke").status == "succeeded"
+        client.force_login(erin)
+        assert ">Promote to prod</button>" in client.get(ticket).content.decode()
+
+        with django_capture_on_commit_callbacks(execute=True):
+            run = services.rollout_start(
+                request=request, actor=erin, environment="prod", action="provision"
+            )
+        run = park(run)
+
+        assert states(request)["prod"] == "awaiting confirmation"
+        (mail,) = [m for m in mailoutbox if "confirm" in m.subject]
+        assert mail.to == ["eddie@example.com"]  # every engineer but the one who started it
+        assert f"/runs/{run.pk}/" in mail.body
+        assert 'data-testid="awaiting-prod"' in client.get(ticket).content.decode()
+        page = client.get(reverse("runs:detail", args=[run.pk])).content.decode()
+        assert 'data-testid="confirm-step"' not in page
+        assert "You started this run" in page
+        client.force_login(personas["rita"])
+        page = client.get(reverse("runs:detail", args=[run.pk])).content.decode()
+        assert 'data-testid="confirm-step"' not in page
+
+        client.force_login(eddie)
+        gate = run.steps.get(key=CONFIRM_STEP)
+        assert (
+            'data-testid="confirm-step"'
+            in client.get(reverse("runs:detail", args=[run.pk])).content.decode()
+        )
+        response = client.post(reverse("runs:step-confirm", args=[run.pk, gate.pk]))
+        assert response.status_code == 302
+
+        assert drive(run).status == "succeeded", run.error
+        assert states(request)["prod"] == "provisioned"
+        assert ">Provision again</button>" in client.get(ticket).content.decode()
