@@ -21,6 +21,7 @@ from onboarding import services
 from onboarding.baseline import security_baseline
 from onboarding.live import pending, read_live
 from onboarding.models import OnboardingRequest
+from onboarding.provision_steps import PROVISION_STEPS
 from onboarding.provisioning import apply, drift
 from portal import aws
 from portal.runs import engine
@@ -141,6 +142,53 @@ def widget_titles(plan: dict[str, Any], env: Any) -> list[str]:
     return [w.get("properties", {}).get("title") for w in json.loads(body)["widgets"]]
 
 
+def mistag(plan: dict[str, Any], c: Any) -> None:
+    """Someone changed the bucket's and the rule's tags by hand."""
+    c("s3").put_bucket_tagging(
+        Bucket=plan["bucket"]["name"], Tagging={"TagSet": [{"Key": "Source", "Value": "x"}]}
+    )
+    events = c("events")
+    arn = events.describe_rule(Name=plan["rule"]["name"], EventBusName=plan["rule"]["event_bus"])
+    events.tag_resource(ResourceARN=arn["Arn"], Tags=[{"Key": "Owner", "Value": "x"}])
+
+
+class WorkerDied(Exception):
+    pass
+
+
+WRITES = ("put_", "create_", "tag_", "update_", "upload_", "delete_", "enable_", "schedule_")
+
+
+class DiesAfterFirstWrite:
+    """Clients whose first write reaches AWS, after which the 'worker' dies (raises)."""
+
+    def __init__(self, clients: Any) -> None:
+        self.clients = clients
+        self.wrote = False
+
+    def __call__(self, service: str) -> Any:
+        return _Dying(self, self.clients(service))
+
+
+class _Dying:
+    def __init__(self, owner: DiesAfterFirstWrite, client: Any) -> None:
+        self.owner, self.client = owner, client
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+        if not name.startswith(WRITES):
+            return method
+
+        def write(*args: Any, **kwargs: Any) -> Any:
+            result = method(*args, **kwargs)
+            if not self.owner.wrote:
+                self.owner.wrote = True
+                raise WorkerDied(name)
+            return result
+
+        return write
+
+
 @pytest.fixture(name="engineer")
 def engineer_fixture(personas):
     return personas["erin"]
@@ -216,6 +264,42 @@ class ProvisionTests:
         ]
         assert len(tagged) == 1
         assert kms.describe_key(KeyId=plan["kms"]["alias"])["KeyMetadata"]["KeyId"] == tagged[0]
+        assert pending(drift.drift_for(request, env)) == []
+
+    @pytest.mark.parametrize("key", [key for key, _, _ in PROVISION_STEPS])
+    def test_a_worker_dying_after_any_steps_first_write_converges(
+        self, environments, personas, engineer, key
+    ):
+        """Each step in turn: the steps before it ran, then it made its first change in AWS
+        and the worker died before recording it. The run started again converges on the plan
+        with one of everything, and a further run changes nothing."""
+        request = approved_request(personas, sensitivity=["financial"])
+        env = env_named(environments)
+        plan = plan_of(request, env)
+        c = clients(env)
+        for done_key, _, func in PROVISION_STEPS:
+            apply_step = func or (
+                lambda plan, c, log: apply.apply_schema_object(plan, request.schema_text, c, log)
+            )
+            if done_key == key:
+                if key == "onboarding.provision_tags":  # the tags step writes only to repair
+                    mistag(plan, c)
+                with pytest.raises(WorkerDied):
+                    apply_step(plan, DiesAfterFirstWrite(c), lambda *_: None)
+                break
+            apply_step(plan, c, lambda *_: None)
+
+        run = provision(request, engineer)
+        assert run.status == "succeeded", run.error
+        again = provision(request, engineer)
+        assert set(logged_actions(again)) == {"unchanged"}, key
+        snap = snapshot(plan, env)
+        assert snap["buckets"] == [plan["bucket"]["name"]]
+        assert snap["rules"] == [plan["rule"]["name"]] and len(snap["targets"]) == 1
+        assert snap["alarms"] == [plan["alarm"]["AlarmName"]]
+        assert len(snap["schema_versions"]) == 1
+        title = plan["dashboard_widget"]["widget"]["properties"]["title"]
+        assert widget_titles(plan, env).count(title) == 1
         assert pending(drift.drift_for(request, env)) == []
 
     def test_an_edit_after_approval_stops_it_before_aws(self, environments, personas, engineer):
