@@ -22,10 +22,12 @@ version and no delete marker.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from botocore.exceptions import ClientError
+from django.db import transaction
 
 from onboarding.live import UNCHANGED, PlanChange, diff_section, normalise, read_section, tags_dict
 from onboarding.models import Decision, OnboardingRequest, RequestStatus
@@ -107,3 +109,18 @@ def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
 
 def live_sections(plan: dict[str, Any], clients: Clients, *sections: str) -> dict[str, Any]:
     return {section: read_section(plan, clients, section) for section in sections}
+
+
+@contextmanager
+def dashboard_lock(plan: dict[str, Any]) -> Iterator[None]:
+    """Hold while reading, changing and writing back an environment's shared dashboard.
+    CloudWatch has no conditional PutDashboard, so two runs merging their widgets at the
+    same moment would each write back what they read and one widget would be lost. The
+    lock is the environment's row (PostgreSQL: FOR UPDATE; SQLite: the IMMEDIATE
+    transaction already holds the one write lock) for the two AWS calls."""
+    from portal.models import Environment
+
+    with transaction.atomic():
+        name = plan["environment"]["name"]
+        list(Environment.objects.select_for_update().filter(name=name).values_list("pk"))
+        yield

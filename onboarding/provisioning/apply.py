@@ -15,6 +15,7 @@ from onboarding.provisioning import (
     Clients,
     Log,
     changed_fields,
+    dashboard_lock,
     error_code,
     live_sections,
     tag_list,
@@ -370,12 +371,24 @@ def apply_dashboard_widget(plan: dict[str, Any], clients: Clients, log: Log) -> 
     cw, planned = clients("cloudwatch"), plan["dashboard_widget"]
     name, widget = planned["dashboard_name"], planned["widget"]
     title = widget["properties"]["title"]
+    with dashboard_lock(plan):
+        action = _merge_widget(cw, name, widget, title)
+    log(action, f"dashboard {name}: widget {title!r}")
+    return {"dashboard": name, "widget": title, "actions": {"dashboard_widget": action}}
+
+
+def read_dashboard(cw: Any, name: str) -> dict[str, Any]:
+    """The dashboard's body, or {} when there is none yet."""
     try:
-        body = json.loads(cw.get_dashboard(DashboardName=name).get("DashboardBody") or "{}")
+        return json.loads(cw.get_dashboard(DashboardName=name).get("DashboardBody") or "{}")
     except ClientError as exc:
         if error_code(exc) not in ("ResourceNotFound", "ResourceNotFoundException"):
             raise
-        body = {}
+        return {}
+
+
+def _merge_widget(cw: Any, name: str, widget: dict[str, Any], title: str) -> str:
+    body = read_dashboard(cw, name)
     widgets = list(body.get("widgets", []))
     mine = [i for i, w in enumerate(widgets) if widget_title(w) == title]
     action = "unchanged"
@@ -392,8 +405,7 @@ def apply_dashboard_widget(plan: dict[str, Any], clients: Clients, log: Log) -> 
             action = "updated"
     if action != "unchanged":
         cw.put_dashboard(DashboardName=name, DashboardBody=json.dumps({**body, "widgets": widgets}))
-    log(action, f"dashboard {name}: widget {title!r}")
-    return {"dashboard": name, "widget": title, "actions": {"dashboard_widget": action}}
+    return action
 
 
 def canonical(value: Any) -> str:

@@ -8,8 +8,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from onboarding.provisioning import Clients, Log, error_code
-from onboarding.provisioning.apply import widget_title
+from onboarding.provisioning import Clients, Log, dashboard_lock, error_code
+from onboarding.provisioning.apply import read_dashboard, widget_title
 from portal.errors import ApplicationError
 
 # --- teardown ---------------------------------------------------------------------------------
@@ -68,18 +68,17 @@ def remove_alarm(plan: dict[str, Any], clients: Clients, log: Log) -> dict[str, 
 def remove_dashboard_widget(plan: dict[str, Any], clients: Clients, log: Log) -> dict[str, Any]:
     cw, planned = clients("cloudwatch"), plan["dashboard_widget"]
     name, title = planned["dashboard_name"], planned["widget"]["properties"]["title"]
-    try:
-        body = json.loads(cw.get_dashboard(DashboardName=name).get("DashboardBody") or "{}")
-    except ClientError as exc:
-        if error_code(exc) not in ("ResourceNotFound", "ResourceNotFoundException"):
-            raise
-        body = {}
-    widgets = body.get("widgets", [])
-    kept = [w for w in widgets if widget_title(w) != title]
+    with dashboard_lock(plan):
+        body = read_dashboard(cw, name)
+        widgets = body.get("widgets", [])
+        kept = [w for w in widgets if widget_title(w) != title]
+        if len(kept) < len(widgets):
+            cw.put_dashboard(
+                DashboardName=name, DashboardBody=json.dumps({**body, "widgets": kept})
+            )
     if len(kept) == len(widgets):
         log("unchanged", f"dashboard {name}: no widget {title!r}")
         return {"dashboard_widget": "unchanged"}
-    cw.put_dashboard(DashboardName=name, DashboardBody=json.dumps({**body, "widgets": kept}))
     log("deleted", f"dashboard {name}: widget {title!r} (other widgets kept)")
     return {"dashboard_widget": "deleted"}
 

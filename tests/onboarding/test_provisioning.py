@@ -8,13 +8,16 @@ the whole session, so every test onboards a source with a name of its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 import uuid
 from functools import partial
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from onboarding import provisioning as prov
 from onboarding import services
@@ -150,6 +153,33 @@ def mistag(plan: dict[str, Any], c: Any) -> None:
     events = c("events")
     arn = events.describe_rule(Name=plan["rule"]["name"], EventBusName=plan["rule"]["event_bus"])
     events.tag_resource(ResourceARN=arn["Arn"], Tags=[{"Key": "Owner", "Value": "x"}])
+
+
+class MeetAfterRead:
+    """CloudWatch clients that, after reading a dashboard, wait up to a second for the
+    other thread to have read it too."""
+
+    def __init__(self, clients: Any, barrier: threading.Barrier) -> None:
+        self.clients, self.barrier = clients, barrier
+
+    def __call__(self, service: str) -> Any:
+        client = self.clients(service)
+        if service != "cloudwatch":
+            return client
+        barrier = self.barrier
+
+        class Meeting:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(client, name)
+
+            def get_dashboard(self, **kwargs: Any) -> Any:
+                found = client.get_dashboard(**kwargs)
+                # Broken when the other run could not read meanwhile: it waits for the lock.
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    barrier.wait(timeout=1.0)
+                return found
+
+        return Meeting()
 
 
 class WorkerDied(Exception):
@@ -354,6 +384,33 @@ class ProvisionTests:
         widget_step = run.steps.get(key="onboarding.provision_dashboard_widget")
         assert widget_step.output["actions"] == {"dashboard_widget": "updated"}
         assert widget_titles(plan, env) == after
+
+    @pytest.mark.django_db(transaction=True)
+    def test_two_runs_merging_widgets_at_once_keep_both(self, environments, personas):
+        """Both read the dashboard before either writes it back (a barrier holds each
+        after its read): without the lock one widget is lost."""
+        env = env_named(environments)
+        plans = [plan_of(approved_request(personas), env) for _ in range(2)]
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def merge(plan: dict[str, Any]) -> None:
+            try:
+                apply.apply_dashboard_widget(plan, MeetAfterRead(clients(env), barrier), print)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=merge, args=(plan,)) for plan in plans]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert errors == []
+        titles = widget_titles(plans[0], env)
+        for plan in plans:
+            assert titles.count(plan["dashboard_widget"]["widget"]["properties"]["title"]) == 1
 
     def test_only_an_engineer_may_start_it(self, environments, personas):
         from django.core.exceptions import PermissionDenied
