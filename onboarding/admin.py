@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from onboarding.models import Approval, OnboardingRequest, RequestRevision, Sample
+from onboarding.models import (
+    Approval,
+    HandoffMark,
+    OnboardingRequest,
+    RequestRevision,
+    ReviewReminder,
+    Sample,
+)
 from portal.admin import ReadOnlyAdmin
 
 
@@ -55,3 +62,16 @@ class ApprovalAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["role", "decision"]
     list_select_related = ["request", "decided_by"]
+
+
+@admin.register(HandoffMark)
+class HandoffMarkAdmin(ReadOnlyAdmin):
+    list_display = ["request", "item", "done_by", "done_at", "undone_by", "undone_at"]
+    list_filter = ["item"]
+    list_select_related = ["request", "done_by", "undone_by"]
+
+
+@admin.register(ReviewReminder)
+class ReviewReminderAdmin(ReadOnlyAdmin):
+    list_display = ["request", "due_at", "sent_at"]
+    list_select_related = ["request"]

@@ -5,4 +5,4 @@ class OnboardingConfig(AppConfig):
     name = "onboarding"
 
     def ready(self) -> None:
-        from onboarding import criteria, provision_steps  # noqa: F401 - registers the run kinds
+        from onboarding import criteria, provision_steps, volume  # noqa: F401 - registers run kinds

@@ -349,3 +349,70 @@ class Approval(models.Model):
     @property
     def is_live(self) -> bool:
         return self.decision == Decision.APPROVED and self.voided_at is None
+
+
+class HandoffItem(models.TextChoices):
+    """The handoff items an engineer marks done (SOP-001 steps 8-10). "Monitored for 48 hours
+    in prod" is not among them: it is computed from the prod smoke test, never clicked."""
+
+    ONCALL_BRIEFED = "oncall_briefed", "On-call engineers briefed"
+    CONSUMERS_NOTIFIED = "consumers_notified", "Downstream consumers notified"
+    RUNBOOK_WRITTEN = "runbook_written", "Runbook entry written"
+    REVIEW_HELD = "review_held", "30-day review held"
+
+
+class HandoffMark(models.Model):
+    """An engineer's record that one handoff item is done, with its evidence (who was
+    briefed, the recipients, the runbook URL, the measured volume).
+
+    Rows are kept: an undo sets undone_at/undone_by and its reason, and doing the item again
+    adds a new row. At most one mark per item is in force (not undone)."""
+
+    request = models.ForeignKey(
+        OnboardingRequest, on_delete=models.CASCADE, related_name="handoff_marks"
+    )
+    item = models.CharField(max_length=32, choices=HandoffItem.choices)
+    done_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    done_at = models.DateTimeField(auto_now_add=True)
+    note = models.TextField(blank=True, help_text="What the engineer wrote as evidence.")
+    evidence = models.JSONField(default=dict, blank=True)
+    undone_at = models.DateTimeField(null=True, blank=True)
+    undone_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    undo_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["request", "-done_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request", "item"],
+                condition=Q(undone_at__isnull=True),
+                name="onboarding_handoff_one_in_force_per_item",
+                violation_error_message="This handoff item is already marked done.",
+            ),
+            models.CheckConstraint(
+                condition=Q(undone_at__isnull=True, undone_by__isnull=True)
+                | (Q(undone_at__isnull=False, undone_by__isnull=False) & ~Q(undo_reason="")),
+                name="onboarding_handoff_undo_complete",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_item_display()} ({'undone' if self.undone_at else 'done'})"
+
+
+class ReviewReminder(models.Model):
+    """The 30-day review reminder of one source: one row, so it is sent once."""
+
+    request = models.OneToOneField(
+        OnboardingRequest, on_delete=models.CASCADE, related_name="review_reminder"
+    )
+    due_at = models.DateTimeField(help_text="30 days after prod went live.")
+    sent_at = models.DateTimeField(auto_now_add=True)
+    recipients = models.JSONField(default=list, blank=True, help_text="E-mail addresses.")
+
+    def __str__(self) -> str:
+        return f"30-day review reminder, due {self.due_at:%Y-%m-%d}"

@@ -28,3 +28,12 @@ def drift_scan() -> int:
     from onboarding.provisioning.drift import drift_scan_all
 
     return len(drift_scan_all(actor=scheduler_user()))
+
+
+@shared_task(name="onboarding.review_reminders")
+def review_reminders() -> int:
+    """Remind of each 30-day review that fell due, once (beat, daily by default:
+    ONBOARDING_REVIEW_REMINDER_SECONDS)."""
+    from onboarding.services.review import review_reminders_send
+
+    return len(review_reminders_send())

@@ -99,6 +99,16 @@ def _rollout_context(request: HttpRequest, obj: OnboardingRequest) -> dict[str, 
     }
 
 
+def _handoff_context(request: HttpRequest, obj: OnboardingRequest) -> dict[str, Any]:
+    """The handoff checklist and 30-day review, once the request is approved."""
+    approved = obj.status == RequestStatus.APPROVED
+    return {
+        "handoff": services.handoff_state(obj) if approved else None,
+        "can_handoff": has_role(request.user, Role.ENGINEER),
+        "handoff_input": {},
+    }
+
+
 def _ticket_context(request: HttpRequest, obj: OnboardingRequest, **extra: Any) -> dict[str, Any]:
     spec = services.spec_snapshot(obj)
     plans = services.environment_plans(spec=spec, environments=Environment.objects.all())
@@ -115,6 +125,7 @@ def _ticket_context(request: HttpRequest, obj: OnboardingRequest, **extra: Any) 
         "errors": {},
         **_permissions(request, obj),
         **_rollout_context(request, obj),
+        **_handoff_context(request, obj),
         **_validation_context(obj),
         **_diff_context(obj),
     }

@@ -245,6 +245,8 @@ ONBOARDING_SAMPLE_WORKERS = env_int("ONBOARDING_SAMPLE_WORKERS", 1)
 # Provisioning or tearing down a source in a production environment waits for a second
 # engineer's confirmation.
 ONBOARDING_PROD_CONFIRMATION = env_bool("ONBOARDING_PROD_CONFIRMATION", True)
+# The 30-day review's volume measurement lists at most this many objects of a raw bucket.
+ONBOARDING_VOLUME_MAX_OBJECTS = env_int("ONBOARDING_VOLUME_MAX_OBJECTS", 100_000)
 
 # --- Notifications -----------------------------------------------------------------------
 EMAIL_BACKEND = env_str(
@@ -283,5 +285,10 @@ CELERY_BEAT_SCHEDULE = {
     "onboarding-drift-scan": {
         "task": "onboarding.drift_scan",
         "schedule": env_float("ONBOARDING_DRIFT_SCAN_SECONDS", 3600.0),
+    },
+    # Remind the engineers and the requester, once, of each source's 30-day review when due.
+    "onboarding-review-reminders": {
+        "task": "onboarding.review_reminders",
+        "schedule": env_float("ONBOARDING_REVIEW_REMINDER_SECONDS", 86400.0),
     },
 }

@@ -3,6 +3,8 @@
 - `rules`: pure decisions — prerequisites, whether samples behave as marked, what blocks a
   submission, the plans and the digest an approval binds to;
 - `revisions`: the current state, the guards, and revisions that void approvals;
+- `handoff`, `review`: the checklist once a source is live, the notice to its consumers,
+  and the 30-day review with its measured volume and reminder;
 - `requests`, `samples`, `approvals`: the services a person's action calls. Each checks
   who may act, changes the request in one transaction, writes exactly one audit event and,
   once committed, notifies whoever must act next.
@@ -15,6 +17,15 @@ from onboarding.services.approvals import (
     approval_reject,
     approval_request_changes,
 )
+from onboarding.services.handoff import (
+    HandoffState,
+    handoff_brief_oncall,
+    handoff_notify_consumers,
+    handoff_record_review,
+    handoff_record_runbook,
+    handoff_state,
+    handoff_undo,
+)
 from onboarding.services.requests import (
     plan_compare_start,
     request_create,
@@ -23,6 +34,7 @@ from onboarding.services.requests import (
     request_update,
     request_validate,
 )
+from onboarding.services.review import review_reminders_send, volume_review_start
 from onboarding.services.revisions import (
     request_blockers,
     request_current_digest,
@@ -70,6 +82,7 @@ __all__ = [
     "VALIDATE_KIND",
     "EnvironmentPlan",
     "EnvironmentRollout",
+    "HandoffState",
     "Prerequisite",
     "SampleVerdict",
     "UploadRefused",
@@ -79,6 +92,12 @@ __all__ = [
     "approval_request_changes",
     "drifted_requests",
     "environment_plans",
+    "handoff_brief_oncall",
+    "handoff_notify_consumers",
+    "handoff_record_review",
+    "handoff_record_runbook",
+    "handoff_state",
+    "handoff_undo",
     "plan_compare_start",
     "request_blockers",
     "request_create",
@@ -89,6 +108,7 @@ __all__ = [
     "request_update",
     "request_validate",
     "request_validation_state",
+    "review_reminders_send",
     "revision_digest",
     "rollout_start",
     "rollout_states",
@@ -102,4 +122,5 @@ __all__ = [
     "submission_blockers",
     "validation_fingerprint",
     "validation_state",
+    "volume_review_start",
 ]

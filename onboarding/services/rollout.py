@@ -15,6 +15,7 @@ from typing import Any
 from django.db import transaction
 
 from onboarding import notifications
+from onboarding.catalog import ROLLOUT_KINDS, rollout_state
 from onboarding.models import OnboardingRequest, RequestStatus
 from onboarding.provisioning import (
     CRITERIA_KIND,
@@ -37,8 +38,6 @@ ACTIONS = {
     "criteria": (CRITERIA_KIND, "Measure success criteria"),
     "teardown": (TEARDOWN_KIND, "Tear down"),
 }
-# Runs that change an environment's state (measuring the criteria only reads).
-_ROLLOUT_KINDS = [PROVISION_KIND, SMOKE_KIND, TEARDOWN_KIND]
 
 
 @dataclass
@@ -72,31 +71,10 @@ class EnvironmentRollout:
         return label if self.first else f"Promote to {self.environment.name}"
 
 
-def _state(last: Run | None) -> str:
-    if last is None:
-        return "not started"
-    active = last.status in ACTIVE_RUN_STATUSES
-    if last.status == RunStatus.WAITING and _awaits_confirmation(last):
-        return "awaiting confirmation"
-    if last.status in (RunStatus.FAILED, RunStatus.CANCELLED):
-        return "failed" if last.status == RunStatus.FAILED else "cancelled"
-    return {
-        PROVISION_KIND: "provisioning" if active else "provisioned",
-        SMOKE_KIND: "smoke testing" if active else "live",
-        TEARDOWN_KIND: "tearing down" if active else "torn down",
-    }[last.kind]
-
-
-def _awaits_confirmation(run: Run) -> bool:
-    return run.steps.filter(
-        key=CONFIRM_STEP, status__in=[StepStatus.PENDING, StepStatus.WAITING]
-    ).exists()
-
-
 def rollout_states(request: OnboardingRequest) -> list[EnvironmentRollout]:
     """Each environment's state, which rollout actions its rules allow now, and its newest
     measured success criteria."""
-    runs = list(runs_of(request, *_ROLLOUT_KINDS))
+    runs = list(runs_of(request, *ROLLOUT_KINDS))
     from onboarding.criteria import latest_criteria
 
     measured = latest_criteria(request)
@@ -106,7 +84,7 @@ def rollout_states(request: OnboardingRequest) -> list[EnvironmentRollout]:
     for env in Environment.objects.all():
         mine = [r for r in runs if r.params.get("environment") == env.name]
         last = mine[-1] if mine else None
-        state = _state(last)
+        state = rollout_state(last)
         provisioned = any(
             r.kind == PROVISION_KIND and r.status == RunStatus.SUCCEEDED for r in mine
         ) and state not in ("torn down", "tearing down")
@@ -178,7 +156,7 @@ def rollout_start(*, request: OnboardingRequest, actor: Any, environment: str, a
 
 def latest_drift(request: OnboardingRequest) -> dict[str, dict[str, Any]]:
     """Per environment, what the newest drift check found (changes with their field names)."""
-    from portal.runs.models import Step, StepStatus
+    from portal.runs.models import Step
 
     steps = (
         Step.objects.filter(

@@ -93,9 +93,7 @@ class ProvisioningJourneyTests:
 
         # Erin's page follows the run without a reload.
         expect(progress).to_have_attribute("data-status", "succeeded", timeout=120_000)
-        expect(erin.locator('[data-step-key="runs.confirm"]')).to_contain_text(
-            "confirmed by eddie"
-        )
+        expect(erin.locator('[data-step-key="runs.confirm"]')).to_contain_text("confirmed by eddie")
         erin.goto(ticket)
         run_to_success(erin, "smoke-prod")
         erin.goto(ticket)
@@ -103,3 +101,13 @@ class ProvisioningJourneyTests:
             expect(erin.locator(f'tr[data-environment="{env}"]')).to_have_attribute(
                 "data-state", "live"
             )
+
+        # The catalog lists the source, live everywhere, from the main navigation.
+        erin.get_by_role("link", name="Catalog").click()
+        row = erin.locator('tr[data-source="journey-orders"]')
+        expect(row).to_be_visible()
+        for env in ("dev", "staging", "prod"):
+            expect(row.locator(f'[data-environment="{env}"]')).to_have_attribute(
+                "data-state", "live"
+            )
+        expect(row.locator('[data-field="cost-tag"]')).to_have_text("Source=journey-orders")
