@@ -29,6 +29,7 @@ urlpatterns = [
     path("DATA-<int:number>/compare/result/", views.plan_diff, name="plan-diff"),
     path("DATA-<int:number>/approve/", views.approval_grant, name="approval-grant"),
     path("DATA-<int:number>/rollout/", views.rollout_start, name="rollout-start"),
+    path("DATA-<int:number>/rollout/panel/", views.rollout_panel, name="rollout-panel"),
     path("DATA-<int:number>/handoff/oncall/", handoff_views.handoff_oncall, name="handoff-oncall"),
     path("DATA-<int:number>/handoff/notify/", handoff_views.handoff_notify, name="handoff-notify"),
     path(

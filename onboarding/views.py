@@ -93,9 +93,12 @@ def _permissions(request: HttpRequest, obj: OnboardingRequest) -> dict[str, Any]
 
 
 def _rollout_context(request: HttpRequest, obj: OnboardingRequest) -> dict[str, Any]:
+    rollout = services.rollout_states(obj)
     return {
-        "rollout": services.rollout_states(obj),
+        "rollout": rollout,
         "can_rollout": has_role(request.user, Role.ENGINEER),
+        # While a run is going, the panel follows it without a reload.
+        "rollout_busy": any(r.last_run and not r.last_run.is_terminal for r in rollout),
     }
 
 
@@ -486,6 +489,19 @@ def rollout_start(request: HttpRequest, number: int) -> HttpResponse:
         context = _ticket_context(request, obj, errors={"rollout": exc.message})
         return render(request, "onboarding/request_detail.html", context)
     return redirect("runs:detail", run_id=run.pk)
+
+
+@login_required
+@require_GET
+@role_required(*ANY_ROLE)
+def rollout_panel(request: HttpRequest, number: int) -> HttpResponse:
+    """The environments panel, polled while one of its runs is going."""
+    obj = _get_request(number)
+    context = {"obj": obj, "errors": {}, **_rollout_context(request, obj)}
+    response = render(request, "onboarding/request_detail.html#rollout", context)
+    if not context["rollout_busy"]:
+        response.status_code = HTMX_STOP_POLLING
+    return response
 
 
 @login_required

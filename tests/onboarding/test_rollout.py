@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
@@ -295,3 +296,31 @@ class ProdConfirmationTests:
         assert drive(run).status == "succeeded", run.error
         assert states(request)["prod"] == "provisioned"
         assert ">Provision again</button>" in client.get(ticket).content.decode()
+
+
+class RolloutPanelTests:
+    def test_the_panel_follows_a_run_until_it_ends(self, environments, personas, client):
+        request = approved_request(personas)
+        erin = personas["erin"]
+        panel = reverse("onboarding:rollout-panel", args=[request.number])
+        client.force_login(erin)
+        idle = client.get(panel, headers={"HX-Request": "true"})
+        assert idle.status_code == 286 and 'data-busy="false"' in idle.content.decode()
+
+        run = services.rollout_start(
+            request=request, actor=erin, environment="dev", action="provision"
+        )
+        ticket = client.get(reverse("onboarding:request-detail", args=[request.number]))
+        assert f'hx-get="{panel}"' in ticket.content.decode()
+        busy = client.get(panel, headers={"HX-Request": "true"})
+        assert busy.status_code == 200
+        body = busy.content.decode()
+        assert body.lstrip().startswith('<section class="card" id="rollout" data-busy="true"')
+        assert 'data-environment="dev" data-state="provisioning"' in body
+
+        drive(run)
+        done = client.get(panel, headers={"HX-Request": "true"})
+        assert done.status_code == 286
+        assert 'data-environment="dev" data-state="provisioned"' in done.content.decode()
+        client.force_login(User.objects.create_user("no-roles"))
+        assert client.get(panel).status_code == 403
