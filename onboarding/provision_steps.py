@@ -27,14 +27,16 @@ from django.conf import settings
 from django.utils import timezone
 
 from onboarding import provisioning as prov
-from onboarding.models import OnboardingRequest, Sample
+from onboarding.models import OnboardingRequest, RequestStatus, Sample
 from onboarding.provisioning import apply, drift, remove
 from portal.errors import ApplicationError
 from portal.roles import Role
 from portal.runs.engine import StepContext
+from portal.runs.models import StepStatus
 from portal.runs.registry import Done, PermanentStepError, PlannedStep, Wait, run_kind, step
 from portal.runs.steps import confirmation_step
 
+CHECK_APPROVAL = "onboarding.check_approval"
 SMOKE_PRODUCTION_FILES = 5
 SMOKE_MAX_FILES = 10
 SMOKE_POLL_SECONDS = 2
@@ -61,12 +63,25 @@ def step_plan(ctx: StepContext, request: OnboardingRequest) -> dict[str, Any]:
 
 
 def _approved_plan(ctx: StepContext) -> tuple[OnboardingRequest, dict[str, Any]]:
-    """The plan, re-checked against the approvals before every step that writes."""
+    """The plan, before every step that writes: still approved, and exactly the plan whose
+    digest the run's approval check recorded (the full check runs once, first)."""
+    from onboarding.plan import plan_digest
+
     request = step_request(ctx)
-    problem = prov.approval_problem(request)
-    if problem:
-        raise PermanentStepError(problem)
-    return request, step_plan(ctx, request)
+    if request.status != RequestStatus.APPROVED:
+        raise PermanentStepError(prov.approval_problem(request) or "Not approved.")
+    plan = step_plan(ctx, request)
+    checked = (
+        ctx.run.steps.filter(key=CHECK_APPROVAL, status=StepStatus.SUCCEEDED)
+        .values_list("output", flat=True)
+        .first()
+    )
+    if not checked or checked.get("plan_digest") != plan_digest(plan):
+        raise PermanentStepError(
+            f"The plan for {request.key} changed after this run checked its approval; nothing "
+            "more was applied. Start the run again to check the approval of the plan as it is."
+        )
+    return request, plan
 
 
 def _apply(ctx: StepContext, func: Callable[..., dict[str, Any]], *args: Any) -> Done:
@@ -116,12 +131,12 @@ def provision_plan(params: dict[str, Any]) -> list[PlannedStep]:
     env = _env_title(params)
     return [
         *production_gate(params, "provisioning"),
-        PlannedStep("onboarding.check_approval", title=f"Check the approval ({env})"),
+        PlannedStep(CHECK_APPROVAL, title=f"Check the approval ({env})"),
         *(PlannedStep(key, title=f"{title} ({env})") for key, title, _ in PROVISION_STEPS),
     ]
 
 
-@step("onboarding.check_approval", title="Check the approval")
+@step(CHECK_APPROVAL, title="Check the approval")
 def check_approval_step(ctx: StepContext) -> Done:
     request = step_request(ctx)
     problem = prov.approval_problem(request)

@@ -27,9 +27,10 @@ from onboarding.models import OnboardingRequest
 from onboarding.provision_steps import PROVISION_STEPS
 from onboarding.provisioning import apply, drift
 from portal import aws
+from portal.models import Environment
 from portal.runs import engine
 from portal.runs.models import TERMINAL_RUN_STATUSES, Run
-from portal.runs.services import run_start
+from portal.runs.services import run_retry_step, run_start
 from tests.onboarding.test_requests import (
     make_request,
     media_fixture,  # noqa: F401 - fixture
@@ -351,6 +352,31 @@ class ProvisionTests:
         names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
         assert plan["bucket"]["name"] not in names
         assert clients(env)("events").list_rules(NamePrefix=plan["rule"]["name"])["Rules"] == []
+
+    def test_a_plan_changed_mid_run_stops_the_remaining_steps(
+        self, environments, personas, engineer, sandbox
+    ):
+        """The run checked the approval, then failed on AWS; meanwhile an admin changed the
+        environment, so the plan is no longer the one checked. Retrying applies nothing."""
+        request = approved_request(personas)
+        sandbox.inject(service="s3", operation="CreateBucket", code="AccessDenied")
+        run = provision(request, engineer)
+        assert run.status == "failed"
+        failed = run.steps.get(status="failed")
+        assert failed.key == "onboarding.provision_bucket"
+        Environment.objects.filter(name="dev").update(dashboard_name="etl-other-{env}")
+
+        run_retry_step(run=run, step_id=failed.pk, actor=engineer)
+        run = drive(run)
+
+        assert run.status == "failed"
+        failed.refresh_from_db()
+        assert "changed after this run checked its approval" in failed.error
+        plan = plan_of(request, env_named(environments))
+        names = [
+            b["Name"] for b in clients(env_named(environments))("s3").list_buckets()["Buckets"]
+        ]
+        assert plan["bucket"]["name"] not in names
 
     def test_an_unapproved_request_is_refused(self, environments, personas, engineer):
         request = make_request(personas["rita"], source_name=f"src-{uuid.uuid4().hex[:8]}")
