@@ -237,6 +237,18 @@ def handoff_state(request: OnboardingRequest, *, now: datetime | None = None) ->
     )
 
 
+def _live_why_not(
+    request: OnboardingRequest, prod: Environment | None, went_live: datetime | None
+) -> str:
+    if request.status != RequestStatus.APPROVED:
+        return "the request is not approved"
+    if prod is None:
+        return "no environment is marked as production"
+    if went_live is None:
+        return f"{prod.name} has not gone live yet"
+    return ""
+
+
 def _review_why_not(
     request: OnboardingRequest,
     prod: Environment | None,
@@ -244,12 +256,8 @@ def _review_why_not(
     volume: dict[str, Any] | None,
     now: datetime,
 ) -> str:
-    if request.status != RequestStatus.APPROVED:
-        return "the request is not approved"
-    if prod is None:
-        return "no environment is marked as production"
-    if due is None:
-        return f"{prod.name} has not gone live yet"
+    if why_not := _live_why_not(request, prod, due):
+        return why_not
     if now < due:
         return f"the review is due on {due:%Y-%m-%d}"
     if volume is None or datetime.fromisoformat(volume["measured_at"]) < due:
@@ -263,12 +271,8 @@ def _measure_why_not(
     first_live: datetime | None,
     volume_run: Run | None,
 ) -> str:
-    if request.status != RequestStatus.APPROVED:
-        return "the request is not approved"
-    if prod is None:
-        return "no environment is marked as production"
-    if first_live is None:
-        return f"{prod.name} has not gone live yet"
+    if why_not := _live_why_not(request, prod, first_live):
+        return why_not
     if volume_run is not None and not volume_run.is_terminal:
         return "a measurement is in progress"
     return ""
