@@ -207,7 +207,8 @@ class ValidationSink:
         )
 
     # The NDJSON path: whole chunks of lines, here or in a helper process.
-    def ndjson_lines(self, chunk: bytes, lines_before: int) -> None:
+    def ndjson_lines(self, chunk: bytes, lines_before: int) -> int:
+        """Validate (or hand a helper) one chunk of lines; the number of lines it held."""
         self._ndjson_bytes += len(chunk)
         if (
             self._parallel is None
@@ -219,8 +220,10 @@ class ValidationSink:
             self._parallel = Helpers.start(self) or False
         if self._parallel:
             self._parallel.submit(chunk, lines_before)
-            return
-        self.merge(self.run_chunk(chunk), lines_before)
+            return chunk.count(b"\n") + 1
+        result = self.run_chunk(chunk)
+        self.merge(result, lines_before)
+        return result.lines
 
     def errors_so_far(self) -> int:
         return len(self._errors.errors)

@@ -158,8 +158,9 @@ class _InferSink:
     def flag(self, text: str) -> None:
         pass
 
-    def ndjson_lines(self, chunk: bytes, lines_before: int) -> None:
-        for line in chunk.split(b"\n"):
+    def ndjson_lines(self, chunk: bytes, lines_before: int) -> int:
+        lines = chunk.split(b"\n")
+        for line in lines:
             if not line.strip():
                 continue
             try:
@@ -173,6 +174,7 @@ class _InferSink:
             except ValueError:
                 continue
             self.record(value)
+        return len(lines)
 
     def finish(self) -> None:
         pass

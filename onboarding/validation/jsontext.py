@@ -4,12 +4,13 @@ the careful fallback parse, and the NDJSON chunk loop.
 orjson is the parser. Before it sees a chunk of lines, two C-speed scans decide whether
 anything in the chunk needs a closer look:
 
-* depth: the chunk is reduced to its brackets (newlines kept) and matched pairs ``{}`` /
-  ``[]`` are removed round after round; a line still holding brackets after the rounds is
-  either nested deeper than the limit or has brackets inside strings, and only that line gets
-  the exact, string-aware scan. A line nested deeper than ``max_depth`` refuses the file.
-* integers: orjson reads an integer beyond 64 bits as a (rounded) float. Any run of 20 or
-  more digits sends its line to the careful parse (strings removed first; then the standard
+* depth: the chunk is reduced to its opening brackets and newlines (one ``bytes.translate``).
+  A line can only be nested deeper than the limit if it holds more opening brackets than
+  that, which a substring search finds; only such a line gets the exact, string-aware scan.
+  A line nested deeper than ``max_depth`` refuses the file.
+* integers: orjson reads an integer outside the 64-bit range as a (rounded) float. Any run
+  of 20 or more digits, or of 19 after a minus sign (-9223372036854775809 is already out of
+  range), sends its line to the careful parse (strings removed first; then the standard
   library's parser with an integer guard), so long integers stay exact and an integer with
   more than ``max_int_digits`` digits refuses the file.
 
@@ -31,8 +32,14 @@ from onboarding.validation.types import Limits, Rejected
 
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
 _BRACKETS_ONLY = bytes(b for b in range(256) if b not in b"[]{}\n")
-_DIGITS_AS_ZERO = bytes((48 if 48 <= b <= 57 else 32) for b in range(256))
-_LONG_DIGITS = b"0" * 20
+_NOT_OPENING = bytes(b for b in range(256) if b not in b"[{\n")
+_OPENING_AS_BRACE = bytes.maketrans(b"[", b"{")
+# Digits as "0", the minus sign kept, anything else a space.
+_DIGITS_AS_ZERO = bytes((48 if 48 <= b <= 57 else b if b == 45 else 32) for b in range(256))
+_19_DIGITS = b"0" * 19
+# orjson keeps -2**63 .. 2**64 - 1 exact: 2**64 has 20 digits, -2**63 - 1 has 19.
+_20_DIGITS = b"0" * 20
+_MINUS_19_DIGITS = b"-" + _19_DIGITS
 _OPEN = frozenset(b"[{")
 
 
@@ -64,25 +71,21 @@ def depth_exceeds(data: bytes, limit: int) -> bool:
 
 def deep_line(chunk: bytes, limit: int) -> int:
     """Index (from 0) of the first line of `chunk` nested deeper than `limit`, or -1."""
-    skeleton = chunk.translate(None, _BRACKETS_ONLY)
-    rounds = 0
-    while rounds < limit:
-        reduced = skeleton.replace(b"{}", b"").replace(b"[]", b"")
-        rounds += 1
-        if reduced == skeleton:
-            break
-        skeleton = reduced
-    if not skeleton.strip(b"\n"):
+    opening = chunk.translate(_OPENING_AS_BRACE, _NOT_OPENING)  # each line's [ and {, as {
+    if b"{" * (limit + 1) not in opening:
         return -1
     lines = chunk.split(b"\n")
-    for index, rest in enumerate(skeleton.split(b"\n")):
-        if rest and exact_depth(lines[index]) > limit:
+    for index, brackets in enumerate(opening.split(b"\n")):
+        if len(brackets) > limit and exact_depth(lines[index]) > limit:
             return index
     return -1
 
 
 def has_long_digits(data: bytes) -> bool:
-    return _LONG_DIGITS in data.translate(_DIGITS_AS_ZERO)
+    """Whether `data` holds a run of digits that orjson might round if it were an integer:
+    20 or more digits, or 19 after a minus sign."""
+    digits = data.translate(_DIGITS_AS_ZERO)
+    return _19_DIGITS in digits and (_20_DIGITS in digits or _MINUS_19_DIGITS in digits)
 
 
 def careful_loads(line: bytes, limits: Limits) -> Any:

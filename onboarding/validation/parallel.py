@@ -1,7 +1,7 @@
 """A second core for large NDJSON samples.
 
 Validation costs about twice what parsing does (the validator walks every record), so on its
-own one process reaches about a third of orjson's parse-only throughput. Chunks of lines are
+own one process reaches a little under half of orjson's parse-only throughput. Chunks of lines are
 independent (``ndjson.ndjson_chunk``), so when ``Limits.workers`` is above 1 (opt-in:
 ``ONBOARDING_SAMPLE_WORKERS=2``), after ``PARALLEL_AFTER`` bytes the sink starts one helper
 process per extra worker and hands it every other chunk while this process validates the

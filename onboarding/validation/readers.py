@@ -46,7 +46,7 @@ class RecordSink(Protocol):
     def record(self, value: Any) -> None: ...
     def bad_record(self, message: str, path: str = "$") -> None: ...
     def flag(self, text: str) -> None: ...
-    def ndjson_lines(self, chunk: bytes, lines_before: int) -> None: ...
+    def ndjson_lines(self, chunk: bytes, lines_before: int) -> int: ...
     def finish(self) -> None: ...
 
 
@@ -98,8 +98,9 @@ class Source(io.RawIOBase):
 
 
 def read_ndjson(source: Source, sink: RecordSink, limits: Limits) -> None:
-    """Hand the sink chunks of whole lines; a line longer than the limit refuses the file
-    as soon as that many bytes have been read without a newline."""
+    """Hand the sink chunks of whole lines (it answers how many lines each held); a line
+    longer than the limit refuses the file as soon as that many bytes have been read without
+    a newline."""
     size = min(READ_SIZE, limits.max_line_bytes)
     carry = b""
     lines_before = 0
@@ -112,17 +113,16 @@ def read_ndjson(source: Source, sink: RecordSink, limits: Limits) -> None:
             if carry:
                 sink.ndjson_lines(carry, lines_before)
             break
-        buffer = carry + data if carry else data
-        cut = buffer.rfind(b"\n", len(carry))
+        cut = data.rfind(b"\n")
         if cut < 0:
-            carry = buffer
+            carry += data
             _check_line_length(len(carry), lines_before, limits)
             continue
         # Every line but the first lies inside `data`, which is no longer than the limit.
-        _check_line_length(buffer.find(b"\n"), lines_before, limits)
-        chunk, carry = buffer[:cut], buffer[cut + 1 :]
-        sink.ndjson_lines(chunk, lines_before)
-        lines_before += chunk.count(b"\n") + 1
+        _check_line_length(len(carry) + data.find(b"\n"), lines_before, limits)
+        chunk = b"".join((carry, memoryview(data)[:cut])) if carry else data[:cut]
+        carry = data[cut + 1 :]
+        lines_before += sink.ndjson_lines(chunk, lines_before)
     sink.finish()
 
 

@@ -303,6 +303,15 @@ class NdjsonTests:
         assert report.records_checked == 2
         assert [e.record for e in report.errors] == [2]
 
+    def test_it_keeps_a_negative_integer_just_below_64_bits_exact(self):
+        # 19 digits, one below the smallest 64-bit integer: orjson alone would round it.
+        schema = {"properties": {"n": {"type": "integer", "maximum": -9223372036854775809}}}
+        report = validate(
+            b'{"n": -9223372036854775809}\n{"n": -9223372036854775808}\n', schema=schema
+        )
+        assert report.records_checked == 2
+        assert [e.record for e in report.errors] == [2]
+
     def test_it_refuses_an_integer_with_too_many_digits(self):
         report = validate(b'{"id": "1"}\n{"n": ' + b"7" * 101 + b"}\n")
         assert report.rejected == "Line 2 has an integer with more than 100 digits."
