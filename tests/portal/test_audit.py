@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -161,6 +162,43 @@ class AuditFlushTests:
         assert AuditEvent.objects.count() == 0
         _record(1)
         assert _refused_by_database("DELETE FROM portal_auditevent")
+
+
+@pytest.mark.django_db(transaction=True)
+class AuditConcurrencyTests:
+    def test_writers_appending_at_once_keep_one_unbroken_chain(self) -> None:
+        """Each writer remembers the head it wrote last and appends without locking when
+        nobody wrote since; interleaved writers must still produce one chain."""
+        writers, each = 4, 40
+        start = threading.Barrier(writers)
+        failures: list[BaseException] = []
+
+        def write(n: int) -> None:
+            try:
+                start.wait(timeout=10)
+                for i in range(each):
+                    if i % 3 == 0:
+                        with transaction.atomic():  # several events in one transaction
+                            _record(2, action=f"writer{n}.batch")
+                    else:
+                        audit_record(action=f"writer{n}.one", data={"i": i})
+            except BaseException as exc:  # reported below
+                failures.append(exc)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+
+        assert failures == []
+        per_writer = sum(2 if i % 3 == 0 else 1 for i in range(each))
+        assert AuditEvent.objects.count() == writers * per_writer
+        assert audit_verify() == []
+        prev = list(AuditEvent.objects.order_by("seq").values_list("prev_hash", flat=True))
+        assert len(set(prev)) == len(prev)  # no two events claim the same predecessor
 
 
 @pytest.mark.django_db
