@@ -14,144 +14,15 @@ It starts its own sandbox, worker and web server in a temporary folder and stops
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness import Stack, percentile, wait_terminal
+
 WORKER_CONCURRENCY = 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-class Stack:
-    """The portal's processes in a temporary var folder."""
-
-    def __init__(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="onramp-bench-"))
-        self.sandbox_port = free_port()
-        self.web_port = free_port()
-        self.env = dict(os.environ)
-        self.env.update(
-            {
-                "DJANGO_SETTINGS_MODULE": "portal.settings",
-                "ONRAMP_VAR_DIR": str(self.tmp),
-                "ONRAMP_SANDBOX_PORT": str(self.sandbox_port),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        self.env.pop("PYTEST_VERSION", None)
-        self.procs: list[subprocess.Popen] = []
-
-    def manage(self, *args: str) -> None:
-        subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-
-    def spawn(self, name: str, args: list[str], ready: str, timeout: float = 90) -> None:
-        log = (self.tmp / f"{name}.log").open("wb")
-        proc = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs.append(proc)
-        deadline = time.monotonic() + timeout
-        path = self.tmp / f"{name}.log"
-        while time.monotonic() < deadline:
-            if ready in path.read_text(errors="replace"):
-                return
-            if proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"{name} did not start:\n{path.read_text(errors='replace')[-3000:]}")
-
-    def start(self, *, web: bool) -> None:
-        self.manage("migrate", "-v0")
-        self.manage("seed_environments")
-        self.spawn("sandbox", [sys.executable, "manage.py", "sandbox"], "sandbox ready")
-        self.spawn(
-            "worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "portal",
-                "worker",
-                "-c",
-                str(WORKER_CONCURRENCY),
-                "-l",
-                "info",
-                "-I",
-                "tests.runs.worker_steps",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            "ready.",
-        )
-        if web:
-            self.spawn(
-                "web",
-                [
-                    sys.executable,
-                    "manage.py",
-                    "runserver",
-                    f"127.0.0.1:{self.web_port}",
-                    "--noreload",
-                ],
-                "Quit the server",
-            )
-
-    def stop(self) -> None:
-        import signal
-
-        for proc in reversed(self.procs):
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-
-
-def wait_terminal(run_id: int, timeout: float = 120):
-    """Wait for the run to end, polling lightly so the observer does not slow the worker."""
-    from portal.runs.models import TERMINAL_RUN_STATUSES, Run
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = Run.objects.filter(pk=run_id).values_list("status", flat=True).get()
-        if status in TERMINAL_RUN_STATUSES:
-            return Run.objects.get(pk=run_id)
-        time.sleep(0.05)
-    raise RuntimeError(f"run {run_id} did not finish")
 
 
 def environment_check_calls(environments: list) -> None:
@@ -187,7 +58,7 @@ def warm_workers(names: list[str], engineer: Any, processes: int = WORKER_CONCUR
             for _ in range(processes)
         ]
         for run in runs:
-            wait_terminal(run.pk)
+            wait_terminal(run.pk, poll=0.05)
         seen |= set(  # the engine's audit events name the worker process (host:pid)
             AuditEvent.objects.filter(
                 object_type="runs.run",
@@ -216,7 +87,7 @@ def bench_environment_check(repeat: int) -> None:
     for _ in range(repeat):
         t0 = time.perf_counter()
         run = run_start(kind="environment.check", actor=engineer, params={"environments": names})
-        run = wait_terminal(run.pk)
+        run = wait_terminal(run.pk, poll=0.05)
         clicked.append(time.perf_counter() - t0)
         assert run.status == "succeeded", run.error
         executed.append((run.finished_at - run.started_at).total_seconds())
@@ -309,7 +180,10 @@ def main() -> None:
     os.environ.pop("PYTEST_VERSION", None)
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     try:
-        stack.start(web=not args.skip_browser)
+        stack.start_sandbox()
+        stack.add_worker(concurrency=WORKER_CONCURRENCY, options=("-I", "tests.runs.worker_steps"))
+        if not args.skip_browser:
+            stack.start_web()
         import django
 
         django.setup()

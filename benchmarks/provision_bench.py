@@ -20,128 +20,29 @@ sandbox holds a duplicate or lacks a resource.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness import Stack, percentile, wait_terminal
 
 ENVIRONMENT = "dev"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-# --- the processes ------------------------------------------------------------------------------
-
-
-class Stack:
-    """The sandbox and the workers, in a temporary var folder (as engine_bench.py does)."""
-
-    def __init__(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="onramp-provbench-"))
-        self.sandbox_port = free_port()
-        self.env = dict(os.environ)
-        self.env.update(
-            {
-                "DJANGO_SETTINGS_MODULE": "portal.settings",
-                "ONRAMP_VAR_DIR": str(self.tmp),
-                "ONRAMP_SANDBOX_PORT": str(self.sandbox_port),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        self.env.pop("PYTEST_VERSION", None)
-        self.procs: list[subprocess.Popen] = []
-        self.workers: list[str] = []
-
-    def manage(self, *args: str) -> None:
-        subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-
-    def log(self, name: str) -> str:
-        path = self.tmp / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def spawn(self, name: str, args: list[str], ready: str, timeout: float = 90) -> None:
-        log = (self.tmp / f"{name}.log").open("wb")
-        proc = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs.append(proc)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ready in self.log(name):
-                return
-            if proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"{name} did not start:\n{self.log(name)[-3000:]}")
-
-    def start(self) -> None:
-        self.manage("migrate", "-v0")
-        self.manage("seed_environments")
-        self.spawn("sandbox", [sys.executable, "manage.py", "sandbox"], "sandbox ready")
+class ProvisionStack(Stack):
+    """The sandbox and the workers, and what each worker has done (from its log)."""
 
     def add_workers(self, count: int, concurrency: int) -> None:
         for _ in range(count):
-            i = len(self.workers) + 1
-            name = f"worker{i}"
-            self.spawn(
-                name,
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "portal",
-                    "worker",
-                    "-n",
-                    f"provbench{i}@%h",
-                    "-c",
-                    str(concurrency),
-                    "-l",
-                    "info",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                ],
-                "ready.",
-            )
-            self.workers.append(name)
+            self.add_worker(concurrency=concurrency, options=("--without-heartbeat",))
 
     def tasks_done(self, result: str = "") -> dict[str, int]:
         """Tasks each worker has finished so far (that returned `result`), from its log."""
@@ -154,39 +55,8 @@ class Stack:
             for name in self.workers
         }
 
-    def crashed(self) -> list[str]:
-        """Workers that died, or logged a step crash or a traceback."""
-        found = []
-        for name, proc in zip(["sandbox", *self.workers], self.procs, strict=False):
-            text = self.log(name)
-            if proc.poll() is not None or "Traceback" in text or "crashed:" in text:
-                found.append(name)
-        return found
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-
 
 # --- requests and runs ---------------------------------------------------------------------------
-
-
-def wait_terminal(run_id: int, timeout: float = 300) -> Any:
-    """Wait for the run to end, polling lightly so the observer does not slow the workers."""
-    from portal.runs.models import TERMINAL_RUN_STATUSES, Run
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = Run.objects.filter(pk=run_id).values_list("status", flat=True).get()
-        if status in TERMINAL_RUN_STATUSES:
-            return Run.objects.get(pk=run_id)
-        time.sleep(0.02)
-    raise RuntimeError(f"run {run_id} did not finish in {timeout:.0f} s")
 
 
 def approved_requests(people: dict[str, Any], names: list[str]) -> list[Any]:
@@ -752,12 +622,12 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    stack = Stack()
+    stack = ProvisionStack(prefix="onramp-provbench-")
     os.environ.update({k: v for k, v in stack.env.items() if k.startswith(("ONRAMP_", "DJANGO_"))})
     os.environ.pop("PYTEST_VERSION", None)
     problems: list[str] = []
     try:
-        stack.start()
+        stack.start_sandbox()
         import django
 
         django.setup()
