@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -35,6 +36,7 @@ from portal.models import Environment
 from portal.roles import Role, has_role, role_required
 
 ANY_ROLE = tuple(Role)
+AWAITING_POLL_SECONDS = 10.0
 EDITORS = (Role.REQUESTER, Role.ENGINEER)
 APPROVERS = (Role.SECURITY_APPROVER, Role.GOVERNANCE_APPROVER)
 COMPARERS = (Role.ENGINEER, *APPROVERS)
@@ -97,8 +99,14 @@ def _rollout_context(request: HttpRequest, obj: OnboardingRequest) -> dict[str, 
     return {
         "rollout": rollout,
         "can_rollout": has_role(request.user, Role.ENGINEER),
-        # While a run is going, the panel follows it without a reload.
+        # While a run is going, the panel follows it without a reload; a run that waits for
+        # a second engineer may wait for hours, so then it looks less often.
         "rollout_busy": any(r.last_run and not r.last_run.is_terminal for r in rollout),
+        "rollout_poll_seconds": (
+            settings.RUNS_POLL_SECONDS
+            if any(r.last_run and not r.last_run.is_terminal for r in rollout if not r.awaiting)
+            else AWAITING_POLL_SECONDS
+        ),
     }
 
 

@@ -57,6 +57,10 @@ class EnvironmentRollout:
         return self.state == "live"
 
     @property
+    def awaiting(self) -> bool:
+        return self.state == "awaiting confirmation"
+
+    @property
     def buttons(self) -> list[tuple[str, str, str]]:
         """(action, label, why not — empty when allowed), in the order they are shown."""
         return [

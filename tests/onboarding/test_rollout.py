@@ -276,7 +276,9 @@ class ProdConfirmationTests:
         (mail,) = [m for m in mailoutbox if "confirm" in m.subject]
         assert mail.to == ["eddie@example.com"]  # every engineer but the one who started it
         assert f"/runs/{run.pk}/" in mail.body
-        assert 'data-testid="awaiting-prod"' in client.get(ticket).content.decode()
+        awaiting = client.get(ticket).content.decode()
+        assert 'data-testid="awaiting-prod"' in awaiting
+        assert 'hx-trigger="every 10.0s"' in awaiting  # a person may take hours: look less often
         page = client.get(reverse("runs:detail", args=[run.pk])).content.decode()
         assert 'data-testid="confirm-step"' not in page
         assert "You started this run" in page
@@ -299,7 +301,7 @@ class ProdConfirmationTests:
 
 
 class RolloutPanelTests:
-    def test_the_panel_follows_a_run_until_it_ends(self, environments, personas, client):
+    def test_the_panel_follows_a_run_until_it_ends(self, environments, personas, client, settings):
         request = approved_request(personas)
         erin = personas["erin"]
         panel = reverse("onboarding:rollout-panel", args=[request.number])
@@ -311,7 +313,9 @@ class RolloutPanelTests:
             request=request, actor=erin, environment="dev", action="provision"
         )
         ticket = client.get(reverse("onboarding:request-detail", args=[request.number]))
-        assert f'hx-get="{panel}"' in ticket.content.decode()
+        assert f'hx-get="{panel}" hx-trigger="every {settings.RUNS_POLL_SECONDS}s"' in (
+            ticket.content.decode()
+        )
         busy = client.get(panel, headers={"HX-Request": "true"})
         assert busy.status_code == 200
         body = busy.content.decode()
