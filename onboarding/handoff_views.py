@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HTMX_STOP_POLLING
 
 from onboarding import services, views
-from onboarding.models import HandoffItem, OnboardingRequest, RequestStatus
+from onboarding.models import HandoffItem, OnboardingRequest
 from onboarding.services.handoff import consumers_notice_for
 from portal.errors import ApplicationError
 from portal.roles import Role, has_role, role_required
@@ -41,14 +41,14 @@ def _act(
 ) -> HttpResponse:
     """Call a handoff service with the posted `inputs`; on a broken rule show the ticket
     again with the error beside the item and what was typed kept."""
-    obj = views._get_request(number)
+    obj = views.get_request(number)
     values = {name: request.POST.get(name, "") for name in inputs}
     try:
         action(request=obj, actor=request.user, **values)
     except ApplicationError as exc:
         obj.refresh_from_db()
         errors = {error_key: exc.message, f"{error_key}_item": values.get("item", "")}
-        context = views._ticket_context(request, obj, errors=errors, handoff_input=values)
+        context = views.ticket_context(request, obj, errors=errors, handoff_input=values)
         return render(request, "onboarding/request_detail.html", context)
     messages.success(request, success)
     return redirect(_ticket(obj, anchor))
@@ -116,7 +116,7 @@ def handoff_undo(request: HttpRequest, number: int) -> HttpResponse:
 @role_required(Role.ENGINEER)
 def handoff_notify(request: HttpRequest, number: int) -> HttpResponse:
     """The notice to downstream consumers: prefilled, editable, sent by e-mail (and Slack)."""
-    obj = views._get_request(number)
+    obj = views.get_request(number)
     errors: dict[str, str] = {}
     try:
         notice = consumers_notice_for(obj)
@@ -162,11 +162,10 @@ def volume_measure(request: HttpRequest, number: int) -> HttpResponse:
 @role_required(*views.ANY_ROLE)
 def volume_result(request: HttpRequest, number: int) -> HttpResponse:
     """The review's figures, polled while a measurement runs."""
-    obj = views._get_request(number)
-    approved = obj.status == RequestStatus.APPROVED
+    obj = views.get_request(number)
     context = {
         "obj": obj,
-        "handoff": services.handoff_state(obj) if approved else None,
+        "handoff": services.handoff_panel(obj),
         "can_handoff": has_role(request.user, Role.ENGINEER),
     }
     response = render(request, "onboarding/handoff_panel.html#volume", context)

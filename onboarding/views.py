@@ -42,7 +42,7 @@ APPROVERS = (Role.SECURITY_APPROVER, Role.GOVERNANCE_APPROVER)
 COMPARERS = (Role.ENGINEER, *APPROVERS)
 
 
-def _get_request(number: int) -> OnboardingRequest:
+def get_request(number: int) -> OnboardingRequest:
     return get_object_or_404(
         OnboardingRequest.objects.select_related("requested_by"), number=number
     )
@@ -112,15 +112,14 @@ def _rollout_context(request: HttpRequest, obj: OnboardingRequest) -> dict[str, 
 
 def _handoff_context(request: HttpRequest, obj: OnboardingRequest) -> dict[str, Any]:
     """The handoff checklist and 30-day review, once the request is approved."""
-    approved = obj.status == RequestStatus.APPROVED
     return {
-        "handoff": services.handoff_state(obj) if approved else None,
+        "handoff": services.handoff_panel(obj),
         "can_handoff": has_role(request.user, Role.ENGINEER),
         "handoff_input": {},
     }
 
 
-def _ticket_context(request: HttpRequest, obj: OnboardingRequest, **extra: Any) -> dict[str, Any]:
+def ticket_context(request: HttpRequest, obj: OnboardingRequest, **extra: Any) -> dict[str, Any]:
     spec = services.spec_snapshot(obj)
     plans = services.environment_plans(spec=spec, environments=Environment.objects.all())
     decisions = obj.approvals.exclude(decision="approved").select_related("decided_by")
@@ -165,7 +164,7 @@ def _act(
         obj.refresh_from_db()
         errors = {error_key: exc.message}
         return render(
-            request, "onboarding/request_detail.html", _ticket_context(request, obj, errors=errors)
+            request, "onboarding/request_detail.html", ticket_context(request, obj, errors=errors)
         )
     messages.success(request, success)
     return redirect(then or reverse("onboarding:request-detail", args=[obj.number]) + anchor)
@@ -236,15 +235,15 @@ def request_create(request: HttpRequest) -> HttpResponse:
 @require_GET
 @role_required(*ANY_ROLE)
 def request_detail(request: HttpRequest, number: int) -> HttpResponse:
-    obj = _get_request(number)
-    return render(request, "onboarding/request_detail.html", _ticket_context(request, obj))
+    obj = get_request(number)
+    return render(request, "onboarding/request_detail.html", ticket_context(request, obj))
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 @role_required(*EDITORS)
 def request_edit(request: HttpRequest, number: int) -> HttpResponse:
-    obj = _get_request(number)
+    obj = get_request(number)
     if not selectors.may_edit(request.user, obj):
         raise PermissionDenied("Only the requester or an engineer can change this request.")
     form = RequestForm(request.POST or None, instance=obj)
@@ -264,7 +263,7 @@ def request_edit(request: HttpRequest, number: int) -> HttpResponse:
 @require_POST
 @role_required(*EDITORS)
 def schema_infer(request: HttpRequest, number: int) -> HttpResponse:
-    obj = _get_request(number)
+    obj = get_request(number)
     return _act(
         request,
         obj,
@@ -280,7 +279,7 @@ def schema_infer(request: HttpRequest, number: int) -> HttpResponse:
 @require_POST
 @role_required(Role.REQUESTER)
 def request_submit(request: HttpRequest, number: int) -> HttpResponse:
-    obj = _get_request(number)
+    obj = get_request(number)
     return _act(
         request,
         obj,
@@ -298,7 +297,7 @@ def request_submit(request: HttpRequest, number: int) -> HttpResponse:
 @require_POST
 @role_required(*EDITORS)
 def sample_upload(request: HttpRequest, number: int) -> HttpResponse:
-    obj = _get_request(number)
+    obj = get_request(number)
     form = SampleUploadForm(request.POST, request.FILES)
     if form.is_valid():
         try:
@@ -314,7 +313,7 @@ def sample_upload(request: HttpRequest, number: int) -> HttpResponse:
         else:
             messages.success(request, f"{len(samples)} sample file(s) uploaded.")
             return redirect(reverse("onboarding:request-detail", args=[obj.number]) + "#samples")
-    context = _ticket_context(request, obj, upload_form=form)
+    context = ticket_context(request, obj, upload_form=form)
     return render(request, "onboarding/request_detail.html", context)
 
 
@@ -322,7 +321,7 @@ def sample_upload(request: HttpRequest, number: int) -> HttpResponse:
 @require_POST
 @role_required(*EDITORS)
 def sample_delete(request: HttpRequest, number: int, sample_id: int) -> HttpResponse:
-    obj = _get_request(number)
+    obj = get_request(number)
     sample = _get_sample(obj, sample_id)
     return _act(
         request,
@@ -339,7 +338,7 @@ def sample_delete(request: HttpRequest, number: int, sample_id: int) -> HttpResp
 @require_POST
 @role_required(*EDITORS)
 def sample_mark(request: HttpRequest, number: int, sample_id: int) -> HttpResponse:
-    obj = _get_request(number)
+    obj = get_request(number)
     sample = _get_sample(obj, sample_id)
     malformed = request.POST.get("expected_malformed") == "1"
     return _act(
@@ -358,7 +357,7 @@ def sample_mark(request: HttpRequest, number: int, sample_id: int) -> HttpRespon
 @require_POST
 @role_required(*EDITORS)
 def request_validate(request: HttpRequest, number: int) -> HttpResponse:
-    obj = _get_request(number)
+    obj = get_request(number)
     return _act(
         request,
         obj,
@@ -376,7 +375,7 @@ def request_validate(request: HttpRequest, number: int) -> HttpResponse:
 def request_validation(request: HttpRequest, number: int) -> HttpResponse:
     """The samples and reports fragment, polled while a validation runs; the readiness
     checklist rides along out of band."""
-    obj = _get_request(number)
+    obj = get_request(number)
     context = {"obj": obj, "errors": {}, "oob": True, **_permissions(request, obj)}
     context.update(_validation_context(obj))
     response = render(request, "onboarding/request_detail.html#validation", context)
@@ -392,7 +391,7 @@ def request_validation(request: HttpRequest, number: int) -> HttpResponse:
 @require_POST
 @role_required(*COMPARERS)
 def plan_compare(request: HttpRequest, number: int) -> HttpResponse:
-    obj = _get_request(number)
+    obj = get_request(number)
     environment = request.POST.get("environment", "")
     return _act(
         request,
@@ -411,7 +410,7 @@ def plan_compare(request: HttpRequest, number: int) -> HttpResponse:
 @role_required(*ANY_ROLE)
 def plan_diff(request: HttpRequest, number: int) -> HttpResponse:
     """The comparison's result, polled while the run reads AWS."""
-    obj = _get_request(number)
+    obj = get_request(number)
     context = {"obj": obj, **_diff_context(obj)}
     response = render(request, "onboarding/request_detail.html#plan-diff", context)
     if not context["diffing"]:
@@ -433,7 +432,7 @@ def _role(request: HttpRequest) -> ApprovalRole:
 @require_POST
 @role_required(*APPROVERS)
 def approval_grant(request: HttpRequest, number: int) -> HttpResponse:
-    obj = _get_request(number)
+    obj = get_request(number)
     role = _role(request)
     response = _act(
         request,
@@ -453,7 +452,7 @@ def approval_grant(request: HttpRequest, number: int) -> HttpResponse:
 def _decide(
     request: HttpRequest, number: int, action: Callable[..., Any], text_arg: str
 ) -> HttpResponse:
-    obj = _get_request(number)
+    obj = get_request(number)
     role = _role(request)
     comment = request.POST.get("comment", "")
     try:
@@ -461,7 +460,7 @@ def _decide(
     except ApplicationError as exc:
         obj.refresh_from_db()
         errors = {"decide": exc.message, "decide_role": role.value}
-        context = _ticket_context(request, obj, decision_comment=comment, errors=errors)
+        context = ticket_context(request, obj, decision_comment=comment, errors=errors)
         return render(request, "onboarding/request_detail.html", context)
     messages.success(request, "Decision recorded; the requester is notified.")
     return redirect(reverse("onboarding:request-detail", args=[obj.number]) + "#approvals")
@@ -485,7 +484,7 @@ def approval_request_changes(request: HttpRequest, number: int) -> HttpResponse:
 @require_POST
 @role_required(Role.ENGINEER)
 def rollout_start(request: HttpRequest, number: int) -> HttpResponse:
-    obj = _get_request(number)
+    obj = get_request(number)
     try:
         run = services.rollout_start(
             request=obj,
@@ -494,7 +493,7 @@ def rollout_start(request: HttpRequest, number: int) -> HttpResponse:
             action=request.POST.get("action", ""),
         )
     except ApplicationError as exc:
-        context = _ticket_context(request, obj, errors={"rollout": exc.message})
+        context = ticket_context(request, obj, errors={"rollout": exc.message})
         return render(request, "onboarding/request_detail.html", context)
     return redirect("runs:detail", run_id=run.pk)
 
@@ -504,7 +503,7 @@ def rollout_start(request: HttpRequest, number: int) -> HttpResponse:
 @role_required(*ANY_ROLE)
 def rollout_panel(request: HttpRequest, number: int) -> HttpResponse:
     """The environments panel, polled while one of its runs is going."""
-    obj = _get_request(number)
+    obj = get_request(number)
     context = {"obj": obj, "errors": {}, **_rollout_context(request, obj)}
     response = render(request, "onboarding/request_detail.html#rollout", context)
     if not context["rollout_busy"]:

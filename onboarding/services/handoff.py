@@ -188,6 +188,11 @@ def _latest_volume(request: OnboardingRequest) -> tuple[Run | None, dict[str, An
     }
 
 
+def handoff_panel(request: OnboardingRequest) -> HandoffState | None:
+    """The checklist for the ticket, which shows it once the request is approved."""
+    return handoff_state(request) if request.status == RequestStatus.APPROVED else None
+
+
 def handoff_state(request: OnboardingRequest, *, now: datetime | None = None) -> HandoffState:
     """The checklist as it stands, the review's due date and the newest measured volume."""
     now = now or timezone.now()
