@@ -6,12 +6,15 @@ For each sample it measures, each phase in a fresh subprocess so peak memory is 
   ``iter_batches().to_pylist()`` (rows as dicts), all reading the same file;
 * for NDJSON, the reference point of the issue: orjson + jsonschema-rs ``is_valid`` per line,
   with no error details and none of the limits;
-* ``validate_sample`` with one process (``workers=1``, the default) and with a helper
-  process (``workers=2``), error details on.
+* ``validate_sample`` as configured by default: NDJSON through the columnar screen
+  (``onboarding/validation/screen.py``), error details on;
+* for NDJSON, ``validate_sample`` with the screen off (the record path every record takes
+  without it), with one process and with a helper process (``--workers 1,2``).
 
 and prints MB/s, records/s, peak RSS (the helper's separately), CPU seconds (this process
-plus the helper) and validation/parse-only, by wall time (the target) and by CPU time (steadier
-on a shared machine; for workers=2 it shows the cost, not the speed-up). The best of --repeat
+plus the helper; all threads: the screen parses on Arrow's thread pool) and validation/parse-only,
+by wall time (the target) and by CPU time (steadier on a shared machine; for the screen and for
+workers=2 it shows the cost, not the speed-up). The best of --repeat
 runs (by wall time) is shown; the phases of a sample take turns, one run each per round.
 Targets (from the issue): NDJSON validation with error details at >= 50% of parse-only
 throughput, and peak memory that does not grow from 100 MB to 1 GB of input.
@@ -241,7 +244,7 @@ def phase(kind: str, fmt: str, path: str, schema_path: str, workers: int) -> dic
 
     if kind == "rs-only":
         import jsonschema_rs
-    if kind == "validate":
+    if kind in ("validate", "record"):
         from onboarding.validation import Limits, validate_sample
     if fmt == "parquet":
         import pyarrow.parquet as pq
@@ -277,6 +280,7 @@ def phase(kind: str, fmt: str, path: str, schema_path: str, workers: int) -> dic
             max_records=100_000_000,
             max_decompressed_bytes=16 * 1024 * MB,
             workers=workers,
+            screen=kind == "validate",
         )
         with Path(path).open("rb") as f:
             report = validate_sample(f, schema=schema, limits=limits)
@@ -363,10 +367,12 @@ def main() -> None:
             if fmt == "ndjson":
                 phases.append(("rs-only", 1))
                 names.append("orjson+jsonschema-rs")
-            # Only NDJSON uses helper processes; CSV and Parquet are read in this process.
-            for w in workers if fmt == "ndjson" else [1]:
-                phases.append(("validate", w))
-                names.append(f"validate, workers={w}")
+            phases.append(("validate", 1))
+            names.append("validate" + (" (screen)" if fmt == "ndjson" else ""))
+            # Only NDJSON has the screen and helper processes.
+            for w in workers if fmt == "ndjson" else []:
+                phases.append(("record", w))
+                names.append(f"record path, workers={w}")
             results = run_phases(phases, fmt, path, schema_path, args.repeat)
             parse = results[0]
             for name, result in zip(names, results, strict=True):
@@ -378,7 +384,7 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
     columns = ["sample", "MB", "phase", "s", "MB/s", "records/s", "invalid", "RSS MB", "helper"]
     columns += ["cpu s", "cpu vs parse"]
-    widths = [8, 7, 22, 7, 7, 10, 7, 7, 7, 7, 12]
+    widths = [8, 7, 26, 7, 7, 10, 7, 7, 7, 7, 12]
     header = " ".join(
         c.ljust(w) if i in (0, 2) else c.rjust(w)
         for i, (c, w) in enumerate(zip(columns, widths, strict=True))
@@ -394,7 +400,7 @@ def main() -> None:
         cells = [
             f"{fmt:8}",
             f"{file_mb:7.0f}",
-            f"{name:22}",
+            f"{name:26}",
             f"{r['seconds']:7.2f}",
             f"{file_mb / r['seconds']:7.1f}",
             f"{r['records'] / r['seconds']:10.0f}",

@@ -9,8 +9,16 @@ from typing import Any, BinaryIO
 from onboarding.validation.columnar import read_avro, read_parquet
 from onboarding.validation.formats import HEAD_BYTES, compatible, describe_binary, detect_format
 from onboarding.validation.ndjson import TIMEOUT, ChunkResult, ndjson_chunk
-from onboarding.validation.readers import Source, read_csv, read_json_document, read_ndjson
+from onboarding.validation.readers import (
+    READ_SIZE,
+    Source,
+    read_csv,
+    read_json_document,
+    read_ndjson,
+)
 from onboarding.validation.schema import ErrorSink, compile_validator
+from onboarding.validation.screen import CHUNK_BYTES as SCREEN_CHUNK_BYTES
+from onboarding.validation.screen import Job, Screen, compile_screen
 from onboarding.validation.types import (
     MAX_REPORTED_ERRORS,
     Limits,
@@ -55,6 +63,8 @@ def validate_sample(
         report.format = fmt
         sink = ValidationSink(validator, report, limits, started + limits.max_seconds)
         sink.validator_schema = schema
+        if fmt is SampleFormat.NDJSON and limits.screen:
+            sink.use_screen(compile_screen(schema))
         if fmt is SampleFormat.PARQUET:
             size = read_parquet(rewound(stream, head), sink, limits)
         else:
@@ -170,6 +180,16 @@ class ValidationSink:
         self._parallel: Any = None
         self._ndjson_bytes = 0
         self.validator_schema: dict = {}
+        self.screen: Screen | None = None
+        self.chunk_bytes = READ_SIZE
+        self._screening: tuple[Job, int] | None = None  # the chunk in the screen, lines before
+
+    def use_screen(self, screen: Screen | None) -> None:
+        """Screen NDJSON chunks (``screen.py``): bigger chunks, the next one's text checks
+        overlapping the screen's work on this one, and no helper processes."""
+        self.screen = screen
+        if screen is not None:
+            self.chunk_bytes = SCREEN_CHUNK_BYTES
 
     # The generic path: one record at a time.
     def record(self, value: Any) -> None:
@@ -210,8 +230,14 @@ class ValidationSink:
     def ndjson_lines(self, chunk: bytes, lines_before: int) -> int:
         """Validate (or hand a helper) one chunk of lines; the number of lines it held."""
         self._ndjson_bytes += len(chunk)
+        if self.screen is not None:
+            job = self.screen.start(chunk, max_depth=self.limits.max_depth)
+            previous, self._screening = self._screening, (job, lines_before)
+            self._finish_screening(previous)
+            return len(job.lines)
         if (
             self._parallel is None
+            and self.screen is None
             and self.limits.workers > 1
             and self._ndjson_bytes > PARALLEL_AFTER
         ):
@@ -224,6 +250,21 @@ class ValidationSink:
         result = self.run_chunk(chunk)
         self.merge(result, lines_before)
         return result.lines
+
+    def _finish_screening(self, screening: tuple[Job, int] | None) -> None:
+        """Merge a chunk from the screen: its result, or the record path's when the screen
+        gave it back."""
+        if screening is None:
+            return
+        job, lines_before = screening
+        room = MAX_REPORTED_ERRORS - len(self._errors.errors)
+        screened = job.finish(self.validator, room)
+        if screened is None:
+            result = self.run_chunk(job.chunk)
+        else:
+            result = ChunkResult(lines=len(job.lines))
+            result.records, result.invalid, result.errors = screened
+        self.merge(result, lines_before)
 
     def errors_so_far(self) -> int:
         return len(self._errors.errors)
@@ -249,11 +290,16 @@ class ValidationSink:
         self.tick()
 
     def finish(self) -> None:
+        last, self._screening = self._screening, None
+        self._finish_screening(last)
         if self._parallel:
             self._parallel.drain()
         self.tick()
 
     def close(self) -> None:
+        if self._screening is not None:
+            self._screening[0].wait()  # the screen thread lets go of the chunk
+            self._screening = None
         if self._parallel:
             self._parallel.stop()
         self.report.records_checked = self.records

@@ -26,7 +26,7 @@ import orjson
 from onboarding.validation.columnar import read_avro, read_parquet
 from onboarding.validation.engine import choose_format, read_head, read_records, rewound
 from onboarding.validation.jsontext import careful_loads, has_long_digits
-from onboarding.validation.readers import Source
+from onboarding.validation.readers import READ_SIZE, Source
 from onboarding.validation.types import Limits, Rejected, SampleFormat
 
 INFER_MAX_RECORDS = 20_000
@@ -138,6 +138,8 @@ class _Node:
 
 
 class _InferSink:
+    chunk_bytes = READ_SIZE
+
     def __init__(self, root: _Node, limits: Limits, csv: bool) -> None:
         self.root = root
         self.limits = limits

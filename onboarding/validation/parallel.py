@@ -1,11 +1,12 @@
 """A second core for large NDJSON samples.
 
 Validation costs about twice what parsing does (the validator walks every record), so on its
-own one process reaches a little under half of orjson's parse-only throughput. Chunks of lines are
-independent (``ndjson.ndjson_chunk``), so when ``Limits.workers`` is above 1 (opt-in:
-``ONBOARDING_SAMPLE_WORKERS=2``), after ``PARALLEL_AFTER`` bytes the sink starts one helper
-process per extra worker and hands it every other chunk while this process validates the
-next one. It pays off only when a core is free: on a busy machine it costs ~20% more CPU in
+own one process reaches a little under half of orjson's parse-only throughput. Chunks of lines
+are independent (``ndjson.ndjson_chunk``), so when ``Limits.workers`` is above 1 (opt-in:
+``ONBOARDING_SAMPLE_WORKERS=2``) and the sample does not go through the columnar screen
+(``screen.py``, which has Arrow's threads), after ``PARALLEL_AFTER`` bytes the sink starts one
+helper process per extra worker and hands it every other chunk while this process validates
+the next one. It pays off only when a core is free: on a busy machine it costs ~20% more CPU in
 all for the same wall time. Results are merged strictly in file order, so the
 report is identical to the one-process report (tests compare them).
 

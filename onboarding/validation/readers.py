@@ -42,6 +42,7 @@ _WS = re.compile(rb"[ \t\r\n]*+")
 
 class RecordSink(Protocol):
     records: int
+    chunk_bytes: int  # how much NDJSON to read before handing the sink its whole lines
 
     def record(self, value: Any) -> None: ...
     def bad_record(self, message: str, path: str = "$") -> None: ...
@@ -101,7 +102,7 @@ def read_ndjson(source: Source, sink: RecordSink, limits: Limits) -> None:
     """Hand the sink chunks of whole lines (it answers how many lines each held); a line
     longer than the limit refuses the file as soon as that many bytes have been read without
     a newline."""
-    size = min(READ_SIZE, limits.max_line_bytes)
+    size = min(sink.chunk_bytes, limits.max_line_bytes)
     carry = b""
     lines_before = 0
     first = True

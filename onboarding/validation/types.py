@@ -29,11 +29,13 @@ class Limits:
     ``check_sample_files``. ``workers`` above 1 lets a large NDJSON sample (past 8 MiB) be
     validated by helper processes as well (see ``parallel.py``); the default, 1, keeps
     everything in the calling process (on the shared 2-core machine the helper measured no
-    faster, see benchmarks/validation_bench.py).
+    faster, see benchmarks/validation_bench.py). ``screen`` sends NDJSON through the
+    columnar screen first when the schema allows it (``screen.py``); helpers are not used
+    then (Arrow's threads take the second core).
 
     ``from_settings()`` reads ``ONBOARDING_SAMPLE_<FIELD>`` (for example
-    ``ONBOARDING_SAMPLE_MAX_FILE_BYTES``, ``ONBOARDING_SAMPLE_WORKERS``) from Django settings
-    when they are configured.
+    ``ONBOARDING_SAMPLE_MAX_FILE_BYTES``, ``ONBOARDING_SAMPLE_WORKERS``,
+    ``ONBOARDING_SAMPLE_SCREEN``) from Django settings when they are configured.
     """
 
     max_file_bytes: int = 100 * 1024 * 1024
@@ -46,10 +48,15 @@ class Limits:
     # Added beyond the first draft of the API (defaults keep old callers working):
     max_files: int = 50  # sample files in one request
     workers: int = 1  # processes for one large NDJSON sample; 2 adds a helper (opt-in)
+    screen: bool = True  # NDJSON goes through the columnar screen when the schema allows
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.type == "bool":
+                if not isinstance(value, bool):
+                    raise ValueError(f"Limits.{f.name} must be True or False, not {value!r}")
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"Limits.{f.name} must be a positive number, not {value!r}")
 
@@ -67,7 +74,7 @@ class Limits:
         for f in fields(cls):
             name = f"ONBOARDING_SAMPLE_{f.name.upper()}"
             if hasattr(settings, name):
-                kind = float if f.name == "max_seconds" else int
+                kind = {"float": float, "bool": bool}.get(str(f.type), int)
                 values[f.name] = kind(getattr(settings, name))
         return cls(**values)
 

@@ -1,0 +1,582 @@
+"""A columnar screen in front of the record validator, for NDJSON.
+
+Most records of a sample are valid, and proving that one at a time (orjson builds Python
+objects, jsonschema-rs converts and walks them) costs about twice what parsing alone does.
+For schemas made of plain keywords the screen proves it a chunk at a time instead: pyarrow's
+JSON reader parses the chunk into typed columns (C++, on Arrow's thread pool, without the
+GIL), and vectorised checks over those columns (``is_in`` for enums, RE2 for patterns and
+formats, comparisons for bounds and lengths) mark every row they cannot vouch for. Only
+those rows go through the record validator (``orjson.loads`` + jsonschema-rs), which also
+gives their error details, so the report is the same as the record path's. While the screen
+thread parses one chunk, the calling thread splits the next one into lines and runs its
+text checks.
+
+The screen may only err on the side of caution: a row it passes must be one the record
+validator accepts. So the chunk takes the record path whenever the screen is unsure of the
+chunk, and a row goes to the record validator whenever the screen is unsure of the row:
+
+* Schemas: ``compile_screen`` returns None unless every keyword is one it checks exactly:
+  ``type`` (one type, optionally with ``null``), string ``enum``/``const``, ``minLength``,
+  ``maxLength``, ``pattern`` (a subset of regex syntax on which RE2 agrees with the
+  validator's dialect or is the stricter), ``format`` (date-time, date, email, uuid, ipv4,
+  with RE2 patterns for a strict subset of what the validator accepts), numeric bounds,
+  ``properties``/``required``/``additionalProperties`` (true or false), ``items``,
+  ``minItems``/``maxItems``/``uniqueItems``, and annotations. No ``$ref``, no combinators.
+* Parsing: the reader's types are strict: a number in a string column, 1.0 in an integer
+  column, a duplicate key or a field the schema does not name fails the read, and the chunk
+  takes the record path. What the reader accepts beyond JSON is caught: invalid UTF-8 (the
+  chunk is decoded first), NaN and Infinity (a number column vouches only for magnitudes
+  below 2**63, which also leaves long integers to the record path's exact parse), lines
+  holding anything but one object (each line must start with ``{`` and end with ``}`` and
+  rows must equal lines). A chunk with a line nested deeper than the limit never reaches
+  Arrow, whose parser recurses; the record path refuses the file.
+* Missing and null look alike in a column, so a null is unsure unless both readings are
+  valid (an optional field whose type allows null).
+
+``tests/onboarding/test_validation_screen.py`` compares the screen's results with the record
+path's on generated, mutated and hostile lines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from operator import methodcaller
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from onboarding.validation.jsontext import deep_line, has_long_digits
+from onboarding.validation.schema import ErrorSink
+
+CHUNK_BYTES = 4 * 1024 * 1024  # what the NDJSON reader hands the screen at a time
+BLOCK_BYTES = 1024 * 1024  # Arrow parses blocks of this size in parallel
+MAX_SCHEMA_DEPTH = 16
+# The C library's allocator gives a chunk's columns back once they are checked; Arrow's
+# default (mimalloc) keeps them, which doubled the peak memory of a validation.
+POOL = pa.system_memory_pool()
+
+_ANNOTATIONS = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$comment",
+        "$defs",
+        "definitions",
+        "title",
+        "description",
+        "examples",
+        "default",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+    }
+)
+_COMMON = frozenset({"type", "enum", "const"}) | _ANNOTATIONS
+_KEYWORDS = {
+    "string": frozenset({"minLength", "maxLength", "pattern", "format"}),
+    "integer": frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}),
+    "number": frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}),
+    "boolean": frozenset(),
+    "object": frozenset({"properties", "required", "additionalProperties"}),
+    "array": frozenset({"items", "minItems", "maxItems", "uniqueItems"}),
+}
+_SCALAR_ARROW = {
+    "string": pa.string(),
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "boolean": pa.bool_(),
+}
+_BOUNDS = {
+    "minimum": pc.greater_equal,
+    "maximum": pc.less_equal,
+    "exclusiveMinimum": pc.greater,
+    "exclusiveMaximum": pc.less,
+}
+_EXACT_FLOAT = 2**53  # bounds beyond this could round differently in a double column
+_BIG = pa.scalar(2.0**63)
+
+# Formats, each as an RE2 pattern for a strict subset of the values the validator accepts;
+# anything else is left to the validator (so 29-31 of a month, leap seconds and lower-case
+# separators are checked there, not here).
+_DAY = (
+    r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"  # any month, 1-28
+    r"|(?:0[13-9]|1[0-2])-(?:29|30)"  # not February, 29-30
+    r"|(?:0[13578]|1[02])-31)"  # the long months, 31
+)
+_DATE = r"(?:19|20)[0-9]{2}-" + _DAY
+_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?"
+_OFFSET = r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?"
+_LOCAL = r"[A-Za-z0-9_+-]{1,20}(?:\.[A-Za-z0-9_+-]{1,20}){0,2}"  # dot-atom, at most 62
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+_FORMATS = {
+    "date-time": f"^{_DATE}T{_TIME}{_OFFSET}$",
+    "date": f"^{_DATE}$",
+    "email": rf"^{_LOCAL}@(?:{_LABEL}\.){{1,3}}[A-Za-z]{{2,24}}$",
+    "uuid": r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+    "ipv4": rf"^{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}$",
+}
+
+# A pattern is screened only when it is made of these pieces, on which RE2 and the
+# validator's regex dialect agree (or RE2 is the stricter one: \d and \w are ASCII in RE2).
+_PATTERN_PIECE = re.compile(
+    r"""
+      [A-Za-z0-9 _@:,;=/'"<>!%&~`#-]      # a literal
+    | \\[.\-+*?()\[\]{}|^$/\\]             # an escaped metacharacter
+    | \\[dw]                               # ASCII digit or word character
+    | \[(?:[A-Za-z0-9 _@:,;=/.+*?()|-]|\\[.\-\]\\^dw])+\]   # a class, not negated
+    | \((?:\?:)?  | \)  | \|                # groups and alternation
+    | [*+?](?:\?)?                         # quantifiers
+    | \{[0-9]{1,4}(?:,[0-9]{0,4})?\}\??
+    | ^\^ | \$$                            # anchors, at the ends only
+    """,
+    re.VERBOSE,
+)
+
+
+_STARTS = methodcaller("startswith", b"{")
+_ENDS = methodcaller("endswith", (b"}", b"}\r"))
+
+
+class Unsupported(Exception):
+    """The schema uses something the screen cannot check exactly."""
+
+
+class GiveUp(Exception):
+    """This chunk is for the record path."""
+
+
+@dataclass
+class Node:
+    """What the screen checks at one place in the schema."""
+
+    kind: str
+    nullable: bool
+    enum: pa.Array | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    regexes: list[str] = field(default_factory=list)
+    bounds: list[tuple[Any, Any]] = field(default_factory=list)
+    properties: dict[str, Node] = field(default_factory=dict)
+    required: frozenset[str] = frozenset()
+    items: Node | None = None
+    min_items: int | None = None
+    max_items: int | None = None
+    unique: bool = False
+
+    def arrow_type(self) -> pa.DataType:
+        if self.kind == "object":
+            return pa.struct([pa.field(k, v.arrow_type()) for k, v in self.properties.items()])
+        if self.kind == "array":
+            assert self.items is not None
+            return pa.list_(self.items.arrow_type())
+        return _SCALAR_ARROW[self.kind]
+
+
+# --- compiling ------------------------------------------------------------------------------
+
+
+def compile_screen(schema: Any) -> Screen | None:
+    """The screen for records of `schema` (an object schema), or None when it cannot
+    check the schema exactly."""
+    try:
+        root = _node(schema, 0)
+    except Unsupported:
+        return None
+    if root.kind != "object" or root.nullable:
+        return None
+    return Screen(root)
+
+
+def _node(schema: Any, depth: int) -> Node:
+    if not isinstance(schema, dict) or depth > MAX_SCHEMA_DEPTH:
+        raise Unsupported
+    types = _types(schema.get("type"))
+    choices = _choices(schema)
+    if choices is not None:
+        if types is not None and "string" not in types:
+            raise Unsupported
+        kind = "string"
+        nullable = None in choices and (types is None or "null" in types)
+    else:
+        if types is None:
+            raise Unsupported
+        rest = types - {"null"}
+        if len(rest) != 1:
+            raise Unsupported
+        kind = rest.pop()
+        nullable = "null" in types
+    if kind not in _KEYWORDS or set(schema) - _COMMON - _KEYWORDS[kind]:
+        raise Unsupported
+    node = Node(kind=kind, nullable=nullable)
+    if choices is not None:
+        node.enum = pa.array([c for c in choices if c is not None], pa.string())
+    if kind == "string":
+        _string(node, schema)
+    elif kind in ("integer", "number"):
+        _number(node, schema)
+    elif kind == "object":
+        _object(node, schema, depth)
+    elif kind == "array":
+        _array(node, schema, depth)
+    return node
+
+
+def _types(value: Any) -> set[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {value}
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, str) for v in value)
+        and len(set(value)) == len(value)
+    ):
+        return set(value)
+    raise Unsupported
+
+
+def _choices(schema: dict) -> list[Any] | None:
+    if "const" in schema:
+        if "enum" in schema:
+            raise Unsupported
+        choices = [schema["const"]]
+    elif "enum" in schema:
+        choices = schema["enum"]
+    else:
+        return None
+    if not isinstance(choices, list) or not choices:
+        raise Unsupported
+    if not all(c is None or isinstance(c, str) for c in choices):
+        raise Unsupported
+    if all(c is None for c in choices):
+        raise Unsupported
+    return choices
+
+
+def _count(schema: dict, key: str) -> int | None:
+    value = schema.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Unsupported
+    return value
+
+
+def _string(node: Node, schema: dict) -> None:
+    node.min_length = _count(schema, "minLength")
+    node.max_length = _count(schema, "maxLength")
+    if "pattern" in schema:
+        node.regexes.append(safe_pattern(schema["pattern"]))
+    if "format" in schema:
+        name = schema["format"]
+        if name not in _FORMATS:
+            raise Unsupported
+        node.regexes.append(_FORMATS[name])
+
+
+def safe_pattern(pattern: Any) -> str:
+    """`pattern` when RE2 reads it the way the validator does (or more strictly)."""
+    if not isinstance(pattern, str) or len(pattern) > 200:
+        raise Unsupported
+    position = 0
+    depth = 0
+    while position < len(pattern):
+        piece = _PATTERN_PIECE.match(pattern, position)
+        if (
+            piece is None
+            or (piece.group() == "^" and position)
+            or (piece.group() == "$" and piece.end() != len(pattern))
+        ):
+            raise Unsupported
+        text = piece.group()
+        if text.startswith("("):
+            depth += 1
+        elif text == ")":
+            depth -= 1
+            if depth < 0:
+                raise Unsupported
+        position = piece.end()
+    if depth:
+        raise Unsupported
+    try:
+        pc.match_substring_regex(pa.array([""]), pattern)  # RE2 must compile it too
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise Unsupported from None
+    return pattern
+
+
+def _number(node: Node, schema: dict) -> None:
+    for key, compare in _BOUNDS.items():
+        if key not in schema:
+            continue
+        bound = schema[key]
+        if isinstance(bound, bool) or not isinstance(bound, int | float):
+            raise Unsupported
+        if not -_EXACT_FLOAT < bound < _EXACT_FLOAT:
+            raise Unsupported
+        if node.kind == "integer" and isinstance(bound, int):
+            scalar = pa.scalar(bound, pa.int64())
+        else:
+            scalar = pa.scalar(float(bound), pa.float64())
+        node.bounds.append((compare, scalar))
+
+
+def _object(node: Node, schema: dict, depth: int) -> None:
+    properties = schema.get("properties", {})
+    if not isinstance(properties, dict) or not properties:
+        raise Unsupported
+    node.properties = {name: _node(sub, depth + 1) for name, sub in properties.items()}
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(r in properties for r in required):
+        raise Unsupported
+    node.required = frozenset(required)
+    extra = schema.get("additionalProperties", True)
+    if not (extra is False or extra is True or extra == {}):
+        raise Unsupported
+
+
+def _array(node: Node, schema: dict, depth: int) -> None:
+    node.items = _node(schema.get("items"), depth + 1)
+    node.min_items = _count(schema, "minItems")
+    node.max_items = _count(schema, "maxItems")
+    unique = schema.get("uniqueItems", False)
+    if not isinstance(unique, bool) or (unique and node.items.kind in ("object", "array")):
+        raise Unsupported
+    node.unique = unique
+
+
+# --- screening ------------------------------------------------------------------------------
+
+
+class Screen:
+    """Screens chunks of NDJSON lines for one compiled schema."""
+
+    def __init__(self, root: Node) -> None:
+        self.root = root
+        self.arrow_schema = pa.schema(
+            [pa.field(k, v.arrow_type()) for k, v in root.properties.items()]
+        )
+        self.parse_options = pj.ParseOptions(
+            explicit_schema=self.arrow_schema,
+            newlines_in_values=False,
+            # A field the schema does not name fails the read, so no value goes unseen
+            # (where the schema allows extra fields, such a chunk takes the record path).
+            unexpected_field_behavior="error",
+        )
+
+    def read(self, chunk: bytes) -> pa.StructArray:
+        options = pj.ReadOptions(use_threads=True, block_size=BLOCK_BYTES)
+        try:
+            table = pj.read_json(
+                pa.BufferReader(chunk),
+                read_options=options,
+                parse_options=self.parse_options,
+                memory_pool=POOL,
+            )
+        except (pa.ArrowException, ValueError):
+            raise GiveUp from None
+        if not table.num_rows:
+            raise GiveUp
+        return table.to_struct_array().combine_chunks()
+
+    def unsure_rows(self, rows: pa.StructArray) -> list[int]:
+        """Indices of the rows the screen cannot vouch for."""
+        ok = _ok(self.root, rows, null_ok=False)
+        return pc.indices_nonzero(pc.invert(ok)).to_pylist()
+
+    def _parse_and_check(self, chunk: bytes) -> tuple[int, list[int]]:
+        rows = self.read(chunk)
+        return len(rows), self.unsure_rows(rows)
+
+    def start(self, chunk: bytes, *, max_depth: int) -> Job:
+        """Start parsing and checking `chunk` on the screen's thread (Arrow works without
+        the GIL) and run the text checks it needs here meanwhile; ``Job.finish`` takes it
+        from there. A chunk with a line nested deeper than `max_depth` never reaches Arrow
+        (its parser recurses, and the record path refuses the file anyway)."""
+        return Job(self, chunk, max_depth)
+
+
+class Job:
+    """One chunk on its way through the screen."""
+
+    def __init__(self, screen: Screen, chunk: bytes, max_depth: int) -> None:
+        self.chunk = chunk
+        self.future: Future | None = None
+        if deep_line(chunk, max_depth) >= 0:
+            self.lines = chunk.split(b"\n")
+            self.usable = False
+            return
+        self.future = _executor().submit(screen._parse_and_check, chunk)
+        self.lines = chunk.split(b"\n")
+        self.expected = len(self.lines) - (self.lines[-1] == b"")
+        # Lines that are not one object each and invalid UTF-8 are for the record path.
+        self.usable = (
+            self.expected > 0 and _one_object_per_line(self.lines, self.expected) and _utf8(chunk)
+        )
+
+    def finish(
+        self, validator: Any, room: int
+    ) -> tuple[int, int, list[tuple[int, str, str]]] | None:
+        """(records, invalid, errors) of the chunk, or None when it is for the record path."""
+        if self.future is None:
+            return None
+        try:
+            count, unsure = self.future.result()
+        except GiveUp:
+            return None
+        if not self.usable or count != self.expected:
+            return None
+        is_valid = validator.is_valid
+        sink = ErrorSink(validator, room)
+        invalid = 0
+        for index in unsure:
+            line = self.lines[index]
+            if has_long_digits(line):
+                return None  # orjson would round it; the record path parses it exactly
+            try:
+                value = orjson.loads(line)
+                ok = is_valid(value)
+            except (ValueError, TypeError, OverflowError):
+                return None  # the record path knows what to say about this line
+            if not ok:
+                invalid += 1
+                sink.add(index + 1, value)
+        return self.expected, invalid, sink.errors
+
+    def wait(self) -> None:
+        if self.future is not None:
+            wait([self.future])
+
+
+def _utf8(chunk: bytes) -> bool:
+    if chunk.isascii():
+        return True
+    try:
+        chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+_EXECUTOR: tuple[int, ThreadPoolExecutor] | None = None
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    """One screen thread per process (a forked Celery child makes its own)."""
+    global _EXECUTOR
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None or _EXECUTOR[0] != os.getpid():
+            _EXECUTOR = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="screen"))
+        return _EXECUTOR[1]
+
+
+def _one_object_per_line(lines: list[bytes], expected: int) -> bool:
+    """Whether each of the first `expected` lines starts with ``{`` and ends with ``}``.
+    Then no object spans two lines (after ``}`` JSON allows no ``{``, and a string cannot
+    hold a newline), so with as many rows as lines, each line is exactly one row."""
+    head = lines[:expected] if expected < len(lines) else lines
+    return sum(map(_STARTS, head)) == expected and sum(map(_ENDS, head)) == expected
+
+
+def _ok(node: Node, arr: Any, *, null_ok: bool) -> pa.BooleanArray:
+    """Per element of `arr`: True when the screen vouches for it, never null. A null
+    element is vouched for only when `null_ok` (both missing and null would be valid)."""
+    checks: list[Any] = []
+    kind = node.kind
+    if kind == "string":
+        if node.enum is not None:
+            checks.append(pc.is_in(arr, value_set=node.enum))
+        if node.min_length is not None or node.max_length is not None:
+            lengths = pc.utf8_length(arr)
+            if node.min_length is not None:
+                checks.append(pc.greater_equal(lengths, node.min_length))
+            if node.max_length is not None:
+                checks.append(pc.less_equal(lengths, node.max_length))
+        checks.extend(pc.match_substring_regex(arr, regex) for regex in node.regexes)
+    elif kind in ("integer", "number"):
+        if kind == "number":
+            checks.append(_moderate(arr))
+        checks.extend(compare(arr, bound) for compare, bound in node.bounds)
+    elif kind == "object":
+        for index, (name, sub) in enumerate(node.properties.items()):
+            values = pc.struct_field(arr, [index])
+            required = name in node.required
+            checks.append(_ok(sub, values, null_ok=sub.nullable and not required))
+    elif kind == "array":
+        assert node.items is not None
+        checks.extend(_list_checks(node, arr))
+    ok = _all(checks)
+    valid = pc.is_valid(arr)
+    ok = valid if ok is None else pc.and_(valid, ok)
+    return pc.fill_null(pc.if_else(valid, ok, null_ok), False)
+
+
+def _list_checks(node: Node, arr: Any) -> list[Any]:
+    assert node.items is not None
+    checks: list[Any] = []
+    if node.min_items is not None or node.max_items is not None:
+        lengths = pc.list_value_length(arr)
+        if node.min_items is not None:
+            checks.append(pc.greater_equal(lengths, node.min_items))
+        if node.max_items is not None:
+            checks.append(pc.less_equal(lengths, node.max_items))
+    values = pc.list_flatten(arr)
+    parents = pc.list_parent_indices(arr)
+    if len(values) != len(parents):
+        raise GiveUp
+    if len(values):
+        item_ok = _ok(node.items, values, null_ok=node.items.nullable)
+        bad = pc.filter(parents, pc.invert(item_ok))
+        if node.unique:
+            bad = pa.concat_arrays([bad, _repeated(values, parents)])
+        if len(bad):
+            checks.append(pc.invert(pc.is_in(_positions(len(arr)), value_set=bad)))
+    return checks
+
+
+def _repeated(values: Any, parents: Any) -> pa.Int64Array:
+    """The parents (lists) in which some value occurs twice. Each (list, value) pair becomes
+    one integer; in the usual case they are all distinct and one ``unique`` shows it."""
+    if pa.types.is_floating(values.type):
+        values = pc.add(values, pa.scalar(0.0))  # -0.0 is 0 to JSON Schema
+    codes = pc.dictionary_encode(values).indices.cast(pa.int64())  # a null is its own code
+    codes = pc.fill_null(codes, -1)
+    width = len(values) + 1
+    keys = pc.add(pc.multiply(parents.cast(pa.int64()), width), pc.add(codes, 1))
+    if len(pc.unique(keys)) == len(keys):
+        return pa.array([], pa.int64())
+    counts = pc.value_counts(keys)
+    twice = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    return pc.divide(twice, width)
+
+
+def _moderate(arr: Any) -> Any:
+    """False for NaN, Infinity (JSON has neither, Arrow's parser reads them) and numbers
+    from 2**63 on, which only a long run of digits can write: the record path parses those
+    exactly (and refuses one longer than the limit)."""
+    return pc.less(pc.abs(arr), _BIG)
+
+
+def _all(checks: list[Any]) -> Any:
+    ok = None
+    for check in checks:
+        ok = check if ok is None else pc.and_(ok, check)
+    return ok
+
+
+def _trues(n: int) -> pa.BooleanArray:
+    return pc.fill_null(pa.nulls(n, pa.bool_()), True)
+
+
+def _positions(n: int) -> pa.Int64Array:
+    return pc.indices_nonzero(_trues(n)).cast(pa.int64())
