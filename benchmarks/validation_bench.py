@@ -6,10 +6,11 @@ For each sample it measures, each phase in a fresh subprocess so peak memory is 
   ``iter_batches().to_pylist()`` (rows as dicts), all reading the same file;
 * for NDJSON, the reference point of the issue: orjson + jsonschema-rs ``is_valid`` per line,
   with no error details and none of the limits;
-* ``validate_sample`` as configured by default: NDJSON through the columnar screen
-  (``onboarding/validation/screen.py``), error details on;
-* for NDJSON, ``validate_sample`` with the screen off (the record path every record takes
-  without it), with one process and with a helper process (``--workers 1,2``).
+* ``validate_sample`` as configured by default: NDJSON and Parquet through the columnar
+  screen (``onboarding/validation/screen.py``), error details on;
+* for NDJSON and Parquet, ``validate_sample`` with the screen off (the record path every
+  record takes without it); for NDJSON with one process and with a helper process
+  (``--workers 1,2``).
 
 and prints MB/s, records/s, peak RSS (the helper's separately), CPU seconds (this process
 plus the helper; all threads: the screen parses on Arrow's thread pool) and validation/parse-only,
@@ -368,9 +369,9 @@ def main() -> None:
                 phases.append(("rs-only", 1))
                 names.append("orjson+jsonschema-rs")
             phases.append(("validate", 1))
-            names.append("validate" + (" (screen)" if fmt == "ndjson" else ""))
-            # Only NDJSON has the screen and helper processes.
-            for w in workers if fmt == "ndjson" else []:
+            names.append("validate" + (" (screen)" if fmt != "csv" else ""))
+            # NDJSON and Parquet have the screen, and only NDJSON has helper processes.
+            for w in {"ndjson": workers, "parquet": [1]}.get(fmt, []):
                 phases.append(("record", w))
                 names.append(f"record path, workers={w}")
             results = run_phases(phases, fmt, path, schema_path, args.repeat)

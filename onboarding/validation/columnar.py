@@ -9,7 +9,10 @@ Parquet: the footer is read first and the file is refused when its row count, it
 uncompressed size, or the decoded size of its fixed-width columns is over the limits. Rows are
 then read in small batches, string and binary columns as dictionaries (a value repeated a
 million times is decoded once), the decoded bytes are counted against
-``max_decompressed_bytes``, and after the first batch the total is projected from it.
+``max_decompressed_bytes``, and after the first batch the total is projected from it. When the
+schema allows a columnar screen (``screen.py``), a batch is checked as columns and only the
+rows the screen cannot vouch for become Python objects for the validator (batches are then
+bigger: the 8 MiB target, up to 65,536 rows).
 
 Avro: the object container is parsed here, block by block: declared record counts and block
 sizes are checked, each block is decompressed with an output cap (deflate, bzip2, xz; null
@@ -37,6 +40,7 @@ from onboarding.validation.types import Limits, Rejected, human_bytes
 
 BATCH_TARGET_BYTES = 8 * 1024 * 1024
 MAX_BATCH_ROWS = 4096
+SCREEN_BATCH_ROWS = 65_536
 MAX_AVRO_HEADER_BYTES = 1024 * 1024
 MAX_AVRO_META_ENTRIES = 1000
 _FIXED_WIDTH = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8}
@@ -126,7 +130,10 @@ def read_parquet(stream: BinaryIO, sink: RecordSink, limits: Limits) -> int:
         )
         rows = max(parquet.metadata.num_rows, 1)
         estimate = _decoded_estimate(parquet.metadata, parquet.schema)
-        batch_rows = max(1, min(MAX_BATCH_ROWS, BATCH_TARGET_BYTES * rows // max(estimate, 1)))
+        # Rows become Python objects one batch at a time, unless the screen vouches for
+        # them (then only its unsure rows do, and bigger batches cost less per row).
+        cap = SCREEN_BATCH_ROWS if sink.screen else MAX_BATCH_ROWS
+        batch_rows = max(1, min(cap, BATCH_TARGET_BYTES * rows // max(estimate, 1)))
         convert = {f.name: _needs_conversion(f.type, pa) for f in arrow_schema}
         decoded = 0
         dictionaries: dict[tuple, list] = {}
@@ -139,8 +146,18 @@ def read_parquet(stream: BinaryIO, sink: RecordSink, limits: Limits) -> int:
                 projected = decoded * rows // batch.num_rows
                 if projected > limits.max_decompressed_bytes:
                     raise Rejected(_expands(projected, limits, about=True))
-            for row in _rows(batch, pa, convert, dictionaries):
+            unsure = sink.screen.batch_unsure_rows(batch) if sink.screen else None
+            if unsure is None:
+                for row in _rows(batch, pa, convert, dictionaries):
+                    sink.record(row)
+                continue
+            # The screen vouched for the other rows; these go through the validator.
+            done = 0
+            for index, row in zip(unsure, _picked_rows(batch, unsure, pa, convert), strict=True):
+                sink.vouched(index - done)
                 sink.record(row)
+                done = index + 1
+            sink.vouched(batch.num_rows - done)
     except Rejected:
         raise
     except (pa.ArrowException, OSError, ValueError, EOFError, IndexError, TypeError) as exc:
@@ -259,6 +276,19 @@ def _rows(batch: Any, pa: Any, convert: dict[str, bool], dictionaries: dict) -> 
         columns.append(data)
     for values in zip(*columns, strict=True):
         yield dict(zip(names, values, strict=True))
+
+
+def _picked_rows(batch: Any, indices: list[int], pa: Any, convert: dict[str, bool]) -> Any:
+    """The rows at `indices`, as ``_rows`` gives them (dictionaries decoded first: a few rows
+    need a few values, not the whole dictionary as Python objects)."""
+    if not indices:
+        return iter(())
+    taken = batch.take(pa.array(indices, pa.int64()))
+    columns = [
+        c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in taken.columns
+    ]
+    plain = pa.RecordBatch.from_arrays(columns, names=taken.schema.names)
+    return _rows(plain, pa, convert, {})
 
 
 def _brief(exc: BaseException) -> str:

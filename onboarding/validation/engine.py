@@ -63,8 +63,8 @@ def validate_sample(
         report.format = fmt
         sink = ValidationSink(validator, report, limits, started + limits.max_seconds)
         sink.validator_schema = schema
-        if fmt is SampleFormat.NDJSON and limits.screen:
-            sink.use_screen(compile_screen(schema))
+        if fmt in (SampleFormat.NDJSON, SampleFormat.PARQUET) and limits.screen:
+            sink.use_screen(compile_screen(schema), fmt)
         if fmt is SampleFormat.PARQUET:
             size = read_parquet(rewound(stream, head), sink, limits)
         else:
@@ -184,11 +184,12 @@ class ValidationSink:
         self.chunk_bytes = READ_SIZE
         self._screening: tuple[Job, int] | None = None  # the chunk in the screen, lines before
 
-    def use_screen(self, screen: Screen | None) -> None:
-        """Screen NDJSON chunks (``screen.py``): bigger chunks, the next one's text checks
-        overlapping the screen's work on this one, and no helper processes."""
+    def use_screen(self, screen: Screen | None, fmt: SampleFormat) -> None:
+        """Screen Parquet batches or NDJSON chunks (``screen.py``); for NDJSON, bigger
+        chunks, the next one's text checks overlapping the screen's work on this one, and no
+        helper processes."""
         self.screen = screen
-        if screen is not None:
+        if screen is not None and fmt is SampleFormat.NDJSON:
             self.chunk_bytes = SCREEN_CHUNK_BYTES
 
     # The generic path: one record at a time.
@@ -202,6 +203,12 @@ class ValidationSink:
             self.invalid += 1
             self._errors.add(self.records, value)
         if not self.records % CHECK_EVERY:
+            self.tick()
+
+    def vouched(self, n: int) -> None:
+        """`n` records the screen vouched for (valid, so nothing else to do)."""
+        if n:
+            self.records += n
             self.tick()
 
     def bad_record(self, message: str, path: str = "$") -> None:

@@ -139,6 +139,7 @@ class _Node:
 
 class _InferSink:
     chunk_bytes = READ_SIZE
+    screen = None
 
     def __init__(self, root: _Node, limits: Limits, csv: bool) -> None:
         self.root = root

@@ -43,6 +43,9 @@ _WS = re.compile(rb"[ \t\r\n]*+")
 class RecordSink(Protocol):
     records: int
     chunk_bytes: int  # how much NDJSON to read before handing the sink its whole lines
+    screen: Any  # the columnar screen (screen.py) Parquet batches go through, or None
+
+    def vouched(self, n: int) -> None: ...
 
     def record(self, value: Any) -> None: ...
     def bad_record(self, message: str, path: str = "$") -> None: ...

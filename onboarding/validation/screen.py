@@ -1,4 +1,4 @@
-"""A columnar screen in front of the record validator, for NDJSON.
+"""A columnar screen in front of the record validator, for NDJSON and Parquet.
 
 Most records of a sample are valid, and proving that one at a time (orjson builds Python
 objects, jsonschema-rs converts and walks them) costs about twice what parsing alone does.
@@ -32,6 +32,15 @@ chunk, and a row goes to the record validator whenever the screen is unsure of t
   Arrow, whose parser recurses; the record path refuses the file.
 * Missing and null look alike in a column, so a null is unsure unless both readings are
   valid (an optional field whose type allows null).
+
+Parquet batches are typed columns already (no parse): ``Screen.batch_unsure_rows`` checks
+them the same way, with two differences. A Parquet row holds every column, so a null is an
+explicit null (valid where the type allows null). And the file's own types must be ones the
+record path hands the validator unchanged (strings, whole numbers up to 32-bit unsigned,
+floats, booleans, structs, lists); a batch with a timestamp, decimal, binary or map column
+where the schema checks it, a column a closed object does not name, or a required column
+missing, takes the record path. String columns read as dictionaries are checked once per
+distinct value.
 
 ``tests/onboarding/test_validation_screen.py`` compares the screen's results with the record
 path's on generated, mutated and hostile lines.
@@ -98,6 +107,29 @@ _BOUNDS = {
     "maximum": pc.less_equal,
     "exclusiveMinimum": pc.greater,
     "exclusiveMaximum": pc.less,
+}
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _is_whole(kind: pa.DataType) -> bool:
+    return pa.types.is_signed_integer(kind) or kind in (pa.uint8(), pa.uint16(), pa.uint32())
+
+
+# Parquet column types the record path hands the validator unchanged (str, int, float,
+# bool, dict, list); anything else (timestamps, decimals, binary, maps) it converts, and a
+# batch holding one where the schema has a check takes the record path.
+_ACCEPTS = {
+    "string": _is_text,
+    "integer": _is_whole,
+    "number": lambda k: _is_whole(k) or k in (pa.float32(), pa.float64()),
+    "boolean": pa.types.is_boolean,
+    "object": pa.types.is_struct,
+    "array": lambda k: pa.types.is_list(k) or pa.types.is_large_list(k),
 }
 _EXACT_FLOAT = 2**53  # bounds beyond this could round differently in a double column
 _BIG = pa.scalar(2.0**63)
@@ -166,6 +198,7 @@ class Node:
     bounds: list[tuple[Any, Any]] = field(default_factory=list)
     properties: dict[str, Node] = field(default_factory=dict)
     required: frozenset[str] = frozenset()
+    closed: bool = False  # additionalProperties: false
     items: Node | None = None
     min_items: int | None = None
     max_items: int | None = None
@@ -342,6 +375,7 @@ def _object(node: Node, schema: dict, depth: int) -> None:
     extra = schema.get("additionalProperties", True)
     if not (extra is False or extra is True or extra == {}):
         raise Unsupported
+    node.closed = extra is False
 
 
 def _array(node: Node, schema: dict, depth: int) -> None:
@@ -391,6 +425,16 @@ class Screen:
     def unsure_rows(self, rows: pa.StructArray) -> list[int]:
         """Indices of the rows the screen cannot vouch for."""
         ok = _ok(self.root, rows, null_ok=False)
+        return pc.indices_nonzero(pc.invert(ok)).to_pylist()
+
+    def batch_unsure_rows(self, batch: pa.RecordBatch) -> list[int] | None:
+        """For a batch of Parquet rows: the rows the screen cannot vouch for, or None when
+        the whole batch is for the record path."""
+        rows = pa.StructArray.from_arrays(batch.columns, fields=list(batch.schema))
+        try:
+            ok = _ok(self.root, rows, null_ok=False, columns=True)
+        except (GiveUp, pa.ArrowException):
+            return None
         return pc.indices_nonzero(pc.invert(ok)).to_pylist()
 
     def _parse_and_check(self, chunk: bytes) -> tuple[int, list[int]]:
@@ -488,12 +532,21 @@ def _one_object_per_line(lines: list[bytes], expected: int) -> bool:
     return sum(map(_STARTS, head)) == expected and sum(map(_ENDS, head)) == expected
 
 
-def _ok(node: Node, arr: Any, *, null_ok: bool) -> pa.BooleanArray:
+def _ok(node: Node, arr: Any, *, null_ok: bool, columns: bool = False) -> pa.BooleanArray:
     """Per element of `arr`: True when the screen vouches for it, never null. A null
-    element is vouched for only when `null_ok` (both missing and null would be valid)."""
+    element is vouched for only when `null_ok`. With `columns` (Parquet), `arr` holds the
+    file's own types, which must be ones the record path passes on unchanged."""
+    if columns and not _ACCEPTS[node.kind](arr.type):
+        raise GiveUp
     checks: list[Any] = []
     kind = node.kind
     if kind == "string":
+        if pa.types.is_dictionary(arr.type):
+            # Check each distinct value once, then look the answers up per row.
+            answers = _ok(node, arr.dictionary, null_ok=False)
+            ok = pc.take(answers, arr.indices)
+            valid = pc.is_valid(arr)
+            return pc.fill_null(pc.if_else(valid, ok, null_ok), False)
         if node.enum is not None:
             checks.append(pc.is_in(arr, value_set=node.enum))
         if node.min_length is not None or node.max_length is not None:
@@ -508,20 +561,38 @@ def _ok(node: Node, arr: Any, *, null_ok: bool) -> pa.BooleanArray:
             checks.append(_moderate(arr))
         checks.extend(compare(arr, bound) for compare, bound in node.bounds)
     elif kind == "object":
-        for index, (name, sub) in enumerate(node.properties.items()):
-            values = pc.struct_field(arr, [index])
-            required = name in node.required
-            checks.append(_ok(sub, values, null_ok=sub.nullable and not required))
+        checks.extend(_object_checks(node, arr, columns))
     elif kind == "array":
         assert node.items is not None
-        checks.extend(_list_checks(node, arr))
+        checks.extend(_list_checks(node, arr, columns))
     ok = _all(checks)
     valid = pc.is_valid(arr)
     ok = valid if ok is None else pc.and_(valid, ok)
     return pc.fill_null(pc.if_else(valid, ok, null_ok), False)
 
 
-def _list_checks(node: Node, arr: Any) -> list[Any]:
+def _object_checks(node: Node, arr: Any, columns: bool) -> list[Any]:
+    if not columns:  # NDJSON: the reader's types are the schema's, every field in place
+        return [
+            _ok(sub, pc.struct_field(arr, [i]), null_ok=sub.nullable and name not in node.required)
+            for i, (name, sub) in enumerate(node.properties.items())
+        ]
+    # Parquet: a row holds every column, null or not, so a null is an explicit null.
+    names = [arr.type.field(i).name for i in range(arr.type.num_fields)]
+    if len(set(names)) != len(names) or (node.closed and set(names) - set(node.properties)):
+        raise GiveUp
+    checks = []
+    for name, sub in node.properties.items():
+        if name not in names:
+            if name in node.required:
+                raise GiveUp  # every row lacks it: the record path says so
+            continue
+        values = pc.struct_field(arr, [names.index(name)])
+        checks.append(_ok(sub, values, null_ok=sub.nullable, columns=True))
+    return checks
+
+
+def _list_checks(node: Node, arr: Any, columns: bool) -> list[Any]:
     assert node.items is not None
     checks: list[Any] = []
     if node.min_items is not None or node.max_items is not None:
@@ -535,7 +606,7 @@ def _list_checks(node: Node, arr: Any) -> list[Any]:
     if len(values) != len(parents):
         raise GiveUp
     if len(values):
-        item_ok = _ok(node.items, values, null_ok=node.items.nullable)
+        item_ok = _ok(node.items, values, null_ok=node.items.nullable, columns=columns)
         bad = pc.filter(parents, pc.invert(item_ok))
         if node.unique:
             bad = pa.concat_arrays([bad, _repeated(values, parents)])

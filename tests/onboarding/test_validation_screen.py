@@ -9,6 +9,7 @@ through ``validate_sample`` with the screen on and off.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import random
 import uuid
@@ -17,6 +18,7 @@ import jsonschema_rs
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from django.test import override_settings
 
@@ -709,3 +711,161 @@ def test_the_screen_can_be_switched_off_in_settings():
         assert Limits.from_settings().screen is False
     with pytest.raises(ValueError, match="True or False"):
         Limits(screen=1)
+
+
+# --- Parquet: batches of typed columns, a null always an explicit null ---------------------
+
+
+def parquet(table: pa.Table, row_group_size: int = 700) -> bytes:
+    out = io.BytesIO()
+    pq.write_table(table, out, row_group_size=row_group_size)
+    return out.getvalue()
+
+
+def parquet_records(n: int = 3000) -> list[dict]:
+    """Records with a mix of invalid values the Parquet columns can still hold."""
+    rng = random.Random(11)
+    records = [record(i) for i in range(n)]
+    for i in range(0, n, 17):
+        value = records[i]
+        choice = rng.randrange(12)
+        if choice == 0:
+            value["event"] = "upsert"
+        elif choice == 1:
+            value["timestamp"] = rng.choice(["2023-02-29T10:00:00Z", "2024-02-29T10:00:00Z", "x"])
+        elif choice == 2:
+            value["items"][0]["qty"] = 0
+        elif choice == 3:
+            value["tags"] = ["a", "a"]
+        elif choice == 4:
+            value["customer"] = None
+        elif choice == 5:
+            value["amount"] = float("nan")
+        elif choice == 6:
+            value["ratios"] = [0.0, -0.0]
+        elif choice == 7:
+            value["customer"]["address"] = None
+        elif choice == 8:
+            value["note"] = "much too long for it"
+        elif choice == 9:
+            value["id"] = None
+        elif choice == 10:
+            value["scores"] = [None, None]
+        else:
+            value["customer"]["email"] = "a..b@example.com"
+    return records
+
+
+def validate_parquet(data: bytes, schema: dict = SCHEMA, **limits):
+    reports = [
+        validate_sample(
+            io.BytesIO(data),
+            schema=schema,
+            declared_format=SampleFormat.PARQUET,
+            limits=Limits(screen=screen, **limits),
+        )
+        for screen in (True, False)
+    ]
+    on, off = reports
+    assert (on.rejected, on.records_checked, on.invalid_count, on.errors) == (
+        off.rejected,
+        off.records_checked,
+        off.invalid_count,
+        off.errors,
+    )
+    return on
+
+
+def screened_batches(data: bytes, schema: dict = SCHEMA) -> list[bool]:
+    screen = compile_screen(schema)
+    assert screen is not None
+    batches = pq.ParquetFile(io.BytesIO(data)).iter_batches(batch_size=1000)
+    return [screen.batch_unsure_rows(batch) is not None for batch in batches]
+
+
+def test_a_parquet_sample_gets_the_record_paths_report_and_is_screened():
+    data = parquet(pa.Table.from_pylist(parquet_records()))
+    report = validate_parquet(data)
+    assert report.records_checked == 3000 and report.invalid_count > 100
+    assert all(screened_batches(data))
+
+
+def _retyped(table: pa.Table, name: str, column: pa.Array) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), name, column)
+
+
+def _variants() -> dict[str, tuple[pa.Table, bool]]:
+    """Tables whose columns differ from the plain ones, and whether the screen takes them."""
+    base = pa.Table.from_pylist(parquet_records(1500))
+    sequence = base["sequence"].combine_chunks()
+    amount = pc.if_else(pc.is_nan(base["amount"].combine_chunks()), 1.0, base["amount"])
+    stamps = pa.array(
+        [dt.datetime(2024, 1, 1, tzinfo=dt.UTC) + dt.timedelta(hours=i) for i in range(1500)],
+        pa.timestamp("us", tz="UTC"),
+    )
+    return {
+        "int32 and float32": (
+            _retyped(
+                _retyped(base, "sequence", sequence.cast(pa.int32())),
+                "amount",
+                pc.fill_null(amount, 1.0).cast(pa.float32()),
+            ),
+            True,
+        ),
+        "large strings": (
+            _retyped(base, "event", base["event"].combine_chunks().cast(pa.large_string())),
+            True,
+        ),
+        "a timestamp column": (_retyped(base, "timestamp", stamps), False),
+        "a uint64 column": (_retyped(base, "sequence", sequence.cast(pa.uint64())), False),
+        "a decimal column": (
+            _retyped(base, "amount", pc.fill_null(amount, 1.0).cast(pa.decimal128(12, 2))),
+            False,
+        ),
+        "an optional column missing": (base.drop_columns(["note"]), True),
+        "a required column missing": (base.drop_columns(["id"]), False),
+        "an extra column where none is allowed": (
+            base.append_column("extra", pa.array(range(1500))),
+            False,
+        ),
+        "an extra field in an open object": (
+            _retyped(
+                base,
+                "customer",
+                pa.StructArray.from_arrays(
+                    [*base["customer"].combine_chunks().flatten(), pa.array(range(1500))],
+                    names=["email", "name", "address", "extra"],
+                ),
+            ),
+            True,
+        ),
+        "a null-typed column": (_retyped(base, "note", pa.nulls(1500)), False),
+        "a string where a number goes": (
+            _retyped(base, "amount", pc.cast(pc.fill_null(amount, 1.0), pa.string())),
+            False,
+        ),
+    }
+
+
+VARIANTS = _variants()
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_parquet_column_types_the_screen_cannot_take_go_to_the_record_path(name):
+    table, screened = VARIANTS[name]
+    data = parquet(table)
+    validate_parquet(data)
+    assert all(screened_batches(data)) is screened
+
+
+def test_parquet_with_small_batches_and_many_row_groups_reports_the_same():
+    data = parquet(pa.Table.from_pylist(parquet_records(5000)), row_group_size=333)
+    report = validate_parquet(data)
+    assert report.records_checked == 5000
+
+
+def test_a_parquet_batch_with_nothing_unsure_is_counted_whole():
+    data = parquet(pa.Table.from_pylist([record(i) for i in range(2500)]))
+    report = validate_parquet(data)
+    assert (report.records_checked, report.invalid_count, report.errors) == (2500, 0, [])
+    assert all(screened_batches(data))
