@@ -7,9 +7,9 @@ JSON reader parses the chunk into typed columns (C++, on Arrow's thread pool, wi
 GIL), and vectorised checks over those columns (``is_in`` for enums, RE2 for patterns and
 formats, comparisons for bounds and lengths) mark every row they cannot vouch for. Only
 those rows go through the record validator (``orjson.loads`` + jsonschema-rs), which also
-gives their error details, so the report is the same as the record path's. While the screen
-thread parses one chunk, the calling thread splits the next one into lines and runs its
-text checks.
+gives their error details, so the report is the same as the record path's. The work is a
+pipeline on three threads: one parses chunk k+1 while another checks chunk k, and the caller
+splits the next chunk into lines, runs its text checks and validates the unsure rows.
 
 The screen may only err on the side of caution: a row it passes must be one the record
 validator accepts. So the chunk takes the record path whenever the screen is unsure of the
@@ -133,6 +133,7 @@ _ACCEPTS = {
 }
 _EXACT_FLOAT = 2**53  # bounds beyond this could round differently in a double column
 _BIG = pa.scalar(2.0**63)
+_NONE = pa.array([], pa.int64())
 
 # Formats, each as an RE2 pattern for a strict subset of the values the validator accepts;
 # anything else is left to the validator (so 29-31 of a month, leap seconds and lower-case
@@ -425,7 +426,7 @@ class Screen:
     def unsure_rows(self, rows: pa.StructArray) -> list[int]:
         """Indices of the rows the screen cannot vouch for."""
         ok = _ok(self.root, rows, null_ok=False)
-        return pc.indices_nonzero(pc.invert(ok)).to_pylist()
+        return [] if ok is None else pc.indices_nonzero(pc.invert(ok)).to_pylist()
 
     def batch_unsure_rows(self, batch: pa.RecordBatch) -> list[int] | None:
         """For a batch of Parquet rows: the rows the screen cannot vouch for, or None when
@@ -435,10 +436,10 @@ class Screen:
             ok = _ok(self.root, rows, null_ok=False, columns=True)
         except (GiveUp, pa.ArrowException):
             return None
-        return pc.indices_nonzero(pc.invert(ok)).to_pylist()
+        return [] if ok is None else pc.indices_nonzero(pc.invert(ok)).to_pylist()
 
-    def _parse_and_check(self, chunk: bytes) -> tuple[int, list[int]]:
-        rows = self.read(chunk)
+    def _check(self, parsed: Future) -> tuple[int, list[int]]:
+        rows = parsed.result()
         return len(rows), self.unsure_rows(rows)
 
     def start(self, chunk: bytes, *, max_depth: int) -> Job:
@@ -459,7 +460,10 @@ class Job:
             self.lines = chunk.split(b"\n")
             self.usable = False
             return
-        self.future = _executor().submit(screen._parse_and_check, chunk)
+        # Two stages on two threads: this chunk's parse can run while the previous one's
+        # checks do. Each is a queue of one thread, so chunks keep their order.
+        parsed = _executor("parse").submit(screen.read, chunk)
+        self.future = _executor("check").submit(screen._check, parsed)
         self.lines = chunk.split(b"\n")
         self.expected = len(self.lines) - (self.lines[-1] == b"")
         # Lines that are not one object each and invalid UTF-8 are for the record path.
@@ -511,17 +515,17 @@ def _utf8(chunk: bytes) -> bool:
     return True
 
 
-_EXECUTOR: tuple[int, ThreadPoolExecutor] | None = None
-_EXECUTOR_LOCK = threading.Lock()
+_EXECUTORS: dict[tuple[int, str], ThreadPoolExecutor] = {}
+_EXECUTORS_LOCK = threading.Lock()
 
 
-def _executor() -> ThreadPoolExecutor:
-    """One screen thread per process (a forked Celery child makes its own)."""
-    global _EXECUTOR
-    with _EXECUTOR_LOCK:
-        if _EXECUTOR is None or _EXECUTOR[0] != os.getpid():
-            _EXECUTOR = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="screen"))
-        return _EXECUTOR[1]
+def _executor(stage: str) -> ThreadPoolExecutor:
+    """One thread per stage and process (a forked Celery child makes its own)."""
+    key = (os.getpid(), stage)
+    with _EXECUTORS_LOCK:
+        if key not in _EXECUTORS:
+            _EXECUTORS[key] = ThreadPoolExecutor(1, thread_name_prefix=f"screen-{stage}")
+        return _EXECUTORS[key]
 
 
 def _one_object_per_line(lines: list[bytes], expected: int) -> bool:
@@ -532,10 +536,11 @@ def _one_object_per_line(lines: list[bytes], expected: int) -> bool:
     return sum(map(_STARTS, head)) == expected and sum(map(_ENDS, head)) == expected
 
 
-def _ok(node: Node, arr: Any, *, null_ok: bool, columns: bool = False) -> pa.BooleanArray:
-    """Per element of `arr`: True when the screen vouches for it, never null. A null
-    element is vouched for only when `null_ok`. With `columns` (Parquet), `arr` holds the
-    file's own types, which must be ones the record path passes on unchanged."""
+def _ok(node: Node, arr: Any, *, null_ok: bool, columns: bool = False) -> Any:
+    """Per element of `arr`: True when the screen vouches for it, never null; None when it
+    vouches for all of them. A null element is vouched for only when `null_ok`. With
+    `columns` (Parquet), `arr` holds the file's own types, which must be ones the record
+    path passes on unchanged."""
     if columns and not _ACCEPTS[node.kind](arr.type):
         raise GiveUp
     checks: list[Any] = []
@@ -544,9 +549,9 @@ def _ok(node: Node, arr: Any, *, null_ok: bool, columns: bool = False) -> pa.Boo
         if pa.types.is_dictionary(arr.type):
             # Check each distinct value once, then look the answers up per row.
             answers = _ok(node, arr.dictionary, null_ok=False)
-            ok = pc.take(answers, arr.indices)
-            valid = pc.is_valid(arr)
-            return pc.fill_null(pc.if_else(valid, ok, null_ok), False)
+            return _with_nulls(
+                arr, None if answers is None else pc.take(answers, arr.indices), null_ok
+            )
         if node.enum is not None:
             checks.append(pc.is_in(arr, value_set=node.enum))
         if node.min_length is not None or node.max_length is not None:
@@ -565,7 +570,13 @@ def _ok(node: Node, arr: Any, *, null_ok: bool, columns: bool = False) -> pa.Boo
     elif kind == "array":
         assert node.items is not None
         checks.extend(_list_checks(node, arr, columns))
-    ok = _all(checks)
+    return _with_nulls(arr, _all(checks), null_ok)
+
+
+def _with_nulls(arr: Any, ok: Any, null_ok: bool) -> Any:
+    """`ok` (the checks of the non-null elements; None: all passed) with the nulls decided."""
+    if not arr.null_count:
+        return ok
     valid = pc.is_valid(arr)
     ok = valid if ok is None else pc.and_(valid, ok)
     return pc.fill_null(pc.if_else(valid, ok, null_ok), False)
@@ -607,7 +618,7 @@ def _list_checks(node: Node, arr: Any, columns: bool) -> list[Any]:
         raise GiveUp
     if len(values):
         item_ok = _ok(node.items, values, null_ok=node.items.nullable, columns=columns)
-        bad = pc.filter(parents, pc.invert(item_ok))
+        bad = _NONE if item_ok is None else pc.filter(parents, pc.invert(item_ok))
         if node.unique:
             bad = pa.concat_arrays([bad, _repeated(values, parents)])
         if len(bad):
@@ -625,7 +636,7 @@ def _repeated(values: Any, parents: Any) -> pa.Int64Array:
     width = len(values) + 1
     keys = pc.add(pc.multiply(parents.cast(pa.int64()), width), pc.add(codes, 1))
     if len(pc.unique(keys)) == len(keys):
-        return pa.array([], pa.int64())
+        return _NONE
     counts = pc.value_counts(keys)
     twice = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
     return pc.divide(twice, width)
@@ -639,9 +650,11 @@ def _moderate(arr: Any) -> Any:
 
 
 def _all(checks: list[Any]) -> Any:
+    """All of `checks` (None among them: nothing to check), or None for none at all."""
     ok = None
     for check in checks:
-        ok = check if ok is None else pc.and_(ok, check)
+        if check is not None:
+            ok = check if ok is None else pc.and_(ok, check)
     return ok
 
 
