@@ -555,11 +555,7 @@ def _ok(node: Node, arr: Any, *, null_ok: bool, columns: bool = False) -> Any:
         if node.enum is not None:
             checks.append(pc.is_in(arr, value_set=node.enum))
         if node.min_length is not None or node.max_length is not None:
-            lengths = pc.utf8_length(arr)
-            if node.min_length is not None:
-                checks.append(pc.greater_equal(lengths, node.min_length))
-            if node.max_length is not None:
-                checks.append(pc.less_equal(lengths, node.max_length))
+            checks.extend(_within(pc.utf8_length(arr), node.min_length, node.max_length))
         checks.extend(pc.match_substring_regex(arr, regex) for regex in node.regexes)
     elif kind in ("integer", "number"):
         if kind == "number":
@@ -607,11 +603,7 @@ def _list_checks(node: Node, arr: Any, columns: bool) -> list[Any]:
     assert node.items is not None
     checks: list[Any] = []
     if node.min_items is not None or node.max_items is not None:
-        lengths = pc.list_value_length(arr)
-        if node.min_items is not None:
-            checks.append(pc.greater_equal(lengths, node.min_items))
-        if node.max_items is not None:
-            checks.append(pc.less_equal(lengths, node.max_items))
+        checks.extend(_within(pc.list_value_length(arr), node.min_items, node.max_items))
     values = pc.list_flatten(arr)
     parents = pc.list_parent_indices(arr)
     if len(values) != len(parents):
@@ -623,6 +615,16 @@ def _list_checks(node: Node, arr: Any, columns: bool) -> list[Any]:
             bad = pa.concat_arrays([bad, _repeated(values, parents)])
         if len(bad):
             checks.append(pc.invert(pc.is_in(_positions(len(arr)), value_set=bad)))
+    return checks
+
+
+def _within(lengths: Any, low: int | None, high: int | None) -> list[Any]:
+    """Checks that `lengths` lie within the bounds that are set."""
+    checks = []
+    if low is not None:
+        checks.append(pc.greater_equal(lengths, low))
+    if high is not None:
+        checks.append(pc.less_equal(lengths, high))
     return checks
 
 
