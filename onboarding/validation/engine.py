@@ -241,7 +241,7 @@ class ValidationSink:
             job = self.screen.start(chunk, max_depth=self.limits.max_depth)
             previous, self._screening = self._screening, (job, lines_before)
             self._finish_screening(previous)
-            return len(job.lines)
+            return job.line_count
         if (
             self._parallel is None
             and self.screen is None
@@ -269,7 +269,7 @@ class ValidationSink:
         if screened is None:
             result = self.run_chunk(job.chunk)
         else:
-            result = ChunkResult(lines=len(job.lines))
+            result = ChunkResult(lines=job.line_count)
             result.records, result.invalid, result.errors = screened
         self.merge(result, lines_before)
 

@@ -869,3 +869,22 @@ def test_a_parquet_batch_with_nothing_unsure_is_counted_whole():
     report = validate_parquet(data)
     assert (report.records_checked, report.invalid_count, report.errors) == (2500, 0, [])
     assert all(screened_batches(data))
+
+
+def test_a_chunk_of_many_short_lines_takes_the_record_path_with_the_same_report():
+    schema = {**_object(a={"type": "integer", "minimum": 0}), "required": ["a"]}
+    lines = [b'{"a": %d}' % (i if i % 1000 else -1) for i in range(200_000)]
+    data = b"\n".join(lines)
+    screen = compile_screen(schema)
+    assert screen is not None
+    job = screen.start(data[: 4 * 1024 * 1024], max_depth=64)
+    assert job.future is None and job.line_count > 65_536  # not sent to Arrow
+    reports = [
+        validate_sample(
+            io.BytesIO(data), schema=schema, declared_format=SampleFormat.NDJSON, limits=limits
+        )
+        for limits in (Limits(), Limits(screen=False))
+    ]
+    assert [(r.records_checked, r.invalid_count, r.errors) for r in reports] == [
+        (200_000, 200, reports[1].errors)
+    ] * 2
