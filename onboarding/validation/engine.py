@@ -183,6 +183,7 @@ class ValidationSink:
         self.screen: Screen | None = None
         self.chunk_bytes = READ_SIZE
         self._screening: tuple[Job, int] | None = None  # the chunk in the screen, lines before
+        self._screen_misses = 0
 
     def use_screen(self, screen: Screen | None, fmt: SampleFormat) -> None:
         """Screen Parquet batches or NDJSON chunks (``screen.py``); for NDJSON, bigger
@@ -242,6 +243,9 @@ class ValidationSink:
             previous, self._screening = self._screening, (job, lines_before)
             self._finish_screening(previous)
             return job.line_count
+        if self._screening is not None:  # the screen was dropped: its last chunk first
+            previous, self._screening = self._screening, None
+            self._finish_screening(previous)
         if (
             self._parallel is None
             and self.screen is None
@@ -266,6 +270,12 @@ class ValidationSink:
         job, lines_before = screening
         room = MAX_REPORTED_ERRORS - len(self._errors.errors)
         screened = job.finish(self.validator, room)
+        # A sample the screen does not help with (chunks it gives back, or most rows unsure)
+        # is left to the record path after a few chunks, which would otherwise cost twice.
+        helped = screened is not None and job.unsure * 2 <= job.line_count
+        self._screen_misses = 0 if helped else self._screen_misses + 1
+        if self._screen_misses >= SCREEN_MISSES:
+            self.screen = None
         if screened is None:
             result = self.run_chunk(job.chunk)
         else:
@@ -314,4 +324,5 @@ class ValidationSink:
         self.report.errors = [RecordError(r, p, m) for r, p, m in self._errors.errors]
 
 
+SCREEN_MISSES = 3  # chunks in a row the screen did not help with before it is dropped
 PARALLEL_AFTER = 8 * 1024 * 1024  # bytes of NDJSON before a helper process is worth starting

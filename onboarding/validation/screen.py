@@ -34,6 +34,10 @@ chunk, and a row goes to the record validator whenever the screen is unsure of t
   valid (an optional field whose type allows null).
 * A chunk of more than ``MAX_ROWS`` lines (tiny records) takes the record path too.
 
+When three chunks in a row were given back or had most rows unsure, the sink drops the
+screen for the rest of the sample (``engine.SCREEN_MISSES``): a sample it cannot help with
+then costs a few chunks more than the record path, not twice as much.
+
 A file refused for its record count or for time may be refused one chunk later than on the
 record path (the screen reads 4 MiB chunks, the record path 1 MiB), with the same message.
 
@@ -464,6 +468,7 @@ class Job:
         self.chunk = chunk
         self.future: Future | None = None
         self.line_count = chunk.count(b"\n") + 1
+        self.unsure = 0  # rows the screen could not vouch for, once finished
         self.lines: list[bytes] = []
         self.usable = False
         if self.line_count > MAX_ROWS or deep_line(chunk, max_depth) >= 0:
@@ -491,6 +496,7 @@ class Job:
             return None
         if not self.usable or count != self.expected:
             return None
+        self.unsure = len(unsure)
         sink = ErrorSink(validator, room)
         if not unsure:
             return self.expected, 0, sink.errors

@@ -22,8 +22,10 @@ import pyarrow.parquet as pq
 import pytest
 from django.test import override_settings
 
-from onboarding.validation import Limits, SampleFormat, validate_sample
+from onboarding.validation import Limits, SampleFormat, SampleReport, validate_sample
+from onboarding.validation.engine import ValidationSink
 from onboarding.validation.ndjson import ndjson_chunk
+from onboarding.validation.readers import Source, read_ndjson
 from onboarding.validation.schema import compile_validator
 from onboarding.validation.screen import _FORMATS, Unsupported, compile_screen, safe_pattern
 
@@ -888,3 +890,37 @@ def test_a_chunk_of_many_short_lines_takes_the_record_path_with_the_same_report(
     assert [(r.records_checked, r.invalid_count, r.errors) for r in reports] == [
         (200_000, 200, reports[1].errors)
     ] * 2
+
+
+def _sink_after(data: bytes, schema: dict, limits: Limits) -> ValidationSink:
+    report = SampleReport(format=SampleFormat.NDJSON)
+    sink = ValidationSink(compile_validator(schema), report, limits, float("inf"))
+    sink.use_screen(compile_screen(schema), SampleFormat.NDJSON)
+    read_ndjson(Source(io.BytesIO(data), limits.max_file_bytes), sink, limits)
+    sink.close()
+    return sink
+
+
+def test_the_screen_is_dropped_for_a_sample_it_does_not_help_with():
+    # An optional field no record has: every row is unsure (missing or null?).
+    schema = {**SCHEMA, "properties": {**SCHEMA["properties"], "channel": {"type": "string"}}}
+    data = b"\n".join(line(record(i)) for i in range(400))
+    limits = Limits(max_line_bytes=4096)  # chunks of 4 KiB: many of them
+    dropped = _sink_after(data, schema, limits)
+    assert dropped.screen is None
+    kept = _sink_after(data, SCHEMA, limits)
+    assert kept.screen is not None
+    on, off = (
+        validate_sample(
+            io.BytesIO(data),
+            schema=schema,
+            declared_format=SampleFormat.NDJSON,
+            limits=Limits(max_line_bytes=4096, screen=screen),
+        )
+        for screen in (True, False)
+    )
+    assert (on.records_checked, on.invalid_count, on.errors) == (
+        off.records_checked,
+        off.invalid_count,
+        off.errors,
+    )
