@@ -242,7 +242,7 @@ ONBOARDING_SAMPLE_MAX_FILES = env_int("ONBOARDING_SAMPLE_MAX_FILES", 50)
 ONBOARDING_SAMPLE_MAX_SECONDS = env_float("ONBOARDING_SAMPLE_MAX_SECONDS", 120.0)
 # Processes that validate one large NDJSON sample; more than 1 only helps on idle cores.
 ONBOARDING_SAMPLE_WORKERS = env_int("ONBOARDING_SAMPLE_WORKERS", 1)
-# NDJSON samples go through the columnar screen first when the schema allows it (false:
+# NDJSON and Parquet samples go through the columnar screen first when the schema allows (false:
 # every record through the record validator; the reports are the same, only slower).
 ONBOARDING_SAMPLE_SCREEN = env_bool("ONBOARDING_SAMPLE_SCREEN", True)
 # Provisioning or tearing down a source in a production environment waits for a second
