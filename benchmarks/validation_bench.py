@@ -25,6 +25,8 @@ objects and arrays, ~1% invalid records), generated into a temporary folder and 
 
 Usage: .venv/bin/python benchmarks/validation_bench.py [--sizes 100,1000] [--formats
 ndjson,csv,parquet] [--workers 1,2] [--repeat 1] [--dir DIR]
+
+``--formats unsure,tiny`` measures where the screen cannot help (see ``adverse()``).
 """
 
 from __future__ import annotations
@@ -227,6 +229,19 @@ def generate(folder: Path, fmt: str, megabytes: int) -> tuple[Path, dict]:
     return path, NDJSON_SCHEMA
 
 
+def adverse(folder: Path, kind: str, megabytes: int) -> tuple[Path, dict]:
+    """Samples the screen cannot help with. "unsure": the NDJSON sample against a schema with
+    an optional field no record has (missing or null? every row goes to the validator).
+    "tiny": `{}` lines, more per chunk than the screen takes (all invalid: fields missing)."""
+    if kind == "unsure":
+        path, schema = generate(folder, "ndjson", megabytes)
+        properties = {**schema["properties"], "channel": {"type": "string"}}
+        return path, {**schema, "properties": properties}
+    path = folder / f"tiny-{megabytes}.ndjson"
+    path.write_bytes(b"{}\n" * (megabytes * MB // 3))
+    return path, NDJSON_SCHEMA
+
+
 def _trim_to_line(path: Path) -> None:
     with path.open("r+b") as f:
         f.seek(max(f.seek(0, 2) - 4096, 0))
@@ -356,28 +371,33 @@ def main() -> None:
     workers = [int(w) for w in args.workers.split(",")]
     plan = [("ndjson", s) for s in sizes if "ndjson" in args.formats]
     plan += [(f, 100) for f in ("csv", "parquet") if f in args.formats]
+    # Where the screen cannot help: NDJSON whose every row it is unsure of, and tiny records.
+    plan += [(f, 100 if f == "unsure" else 30) for f in ("unsure", "tiny") if f in args.formats]
     rows = []
     try:
-        for fmt, size in plan:
-            path, schema = generate(folder, fmt, size)
-            schema_path = folder / f"{fmt}-schema.json"
+        for label, size in plan:
+            fmt = "ndjson" if label in ("unsure", "tiny") else label
+            path, schema = (
+                adverse(folder, label, size) if fmt != label else generate(folder, fmt, size)
+            )
+            schema_path = folder / f"{label}-schema.json"
             schema_path.write_text(json.dumps(schema))
             file_mb = path.stat().st_size / MB
             phases = [("parse", 1)]
             names = ["parse only"]
-            if fmt == "ndjson":
+            if label == "ndjson":
                 phases.append(("rs-only", 1))
                 names.append("orjson+jsonschema-rs")
             phases.append(("validate", 1))
             names.append("validate" + (" (screen)" if fmt != "csv" else ""))
             # NDJSON and Parquet have the screen, and only NDJSON has helper processes.
-            for w in {"ndjson": workers, "parquet": [1]}.get(fmt, []):
+            for w in {"ndjson": workers, "parquet": [1]}.get(fmt, []) if label == fmt else [1]:
                 phases.append(("record", w))
                 names.append(f"record path, workers={w}")
             results = run_phases(phases, fmt, path, schema_path, args.repeat)
             parse = results[0]
             for name, result in zip(names, results, strict=True):
-                rows.append((fmt, file_mb, name, result, None if result is parse else parse))
+                rows.append((label, file_mb, name, result, None if result is parse else parse))
             if not args.dir:
                 path.unlink()
     finally:
