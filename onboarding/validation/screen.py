@@ -31,7 +31,8 @@ chunk, and a row goes to the record validator whenever the screen is unsure of t
   rows must equal lines). A chunk with a line nested deeper than the limit never reaches
   Arrow, whose parser recurses; the record path refuses the file.
 * Missing and null look alike in a column, so a null is unsure unless both readings are
-  valid (an optional field whose type allows null).
+  valid (an optional field whose type allows null), or the chunk holds no ``null`` at all
+  (then every null is a missing field).
 * A chunk of more than ``MAX_ROWS`` lines (tiny records) takes the record path too.
 
 When three chunks in a row were given back or had most rows unsure, the sink drops the
@@ -434,9 +435,10 @@ class Screen:
             raise GiveUp
         return table.to_struct_array().combine_chunks()
 
-    def unsure_rows(self, rows: pa.StructArray) -> list[int]:
-        """Indices of the rows the screen cannot vouch for."""
-        ok = _ok(self.root, rows, null_ok=False)
+    def unsure_rows(self, rows: pa.StructArray, *, absent: bool = False) -> list[int]:
+        """Indices of the rows the screen cannot vouch for. `absent`: the chunk holds no
+        null literal, so a null in a column is a field the record does not have."""
+        ok = _ok(self.root, rows, null_ok=False, absent=absent)
         return [] if ok is None else pc.indices_nonzero(pc.invert(ok)).to_pylist()
 
     def batch_unsure_rows(self, batch: pa.RecordBatch) -> list[int] | None:
@@ -449,9 +451,9 @@ class Screen:
             return None
         return [] if ok is None else pc.indices_nonzero(pc.invert(ok)).to_pylist()
 
-    def _check(self, parsed: Future) -> tuple[int, list[int]]:
+    def _check(self, parsed: Future, chunk: bytes) -> tuple[int, list[int]]:
         rows = parsed.result()
-        return len(rows), self.unsure_rows(rows)
+        return len(rows), self.unsure_rows(rows, absent=b"null" not in chunk)
 
     def start(self, chunk: bytes, *, max_depth: int) -> Job:
         """Start parsing and checking `chunk` on the screen's thread (Arrow works without
@@ -476,7 +478,7 @@ class Job:
         # Two stages on two threads: this chunk's parse can run while the previous one's
         # checks do. Each is a queue of one thread, so chunks keep their order.
         parsed = _executor("parse").submit(screen.read, chunk)
-        self.future = _executor("check").submit(screen._check, parsed)
+        self.future = _executor("check").submit(screen._check, parsed, chunk)
         self.lines = chunk.split(b"\n")
         self.expected = len(self.lines) - (self.lines[-1] == b"")
         # Lines that are not one object each and invalid UTF-8 are for the record path.
@@ -552,11 +554,12 @@ def _one_object_per_line(lines: list[bytes], expected: int) -> bool:
     return sum(map(_STARTS, head)) == expected and sum(map(_ENDS, head)) == expected
 
 
-def _ok(node: Node, arr: Any, *, null_ok: bool, columns: bool = False) -> Any:
+def _ok(node: Node, arr: Any, *, null_ok: bool, columns: bool = False, absent: bool = False) -> Any:
     """Per element of `arr`: True when the screen vouches for it, never null; None when it
     vouches for all of them. A null element is vouched for only when `null_ok`. With
     `columns` (Parquet), `arr` holds the file's own types, which must be ones the record
-    path passes on unchanged."""
+    path passes on unchanged. With `absent` (NDJSON without null literals), a null field is
+    a missing one."""
     if columns and not _ACCEPTS[node.kind](arr.type):
         raise GiveUp
     checks: list[Any] = []
@@ -578,10 +581,10 @@ def _ok(node: Node, arr: Any, *, null_ok: bool, columns: bool = False) -> Any:
             checks.append(_moderate(arr))
         checks.extend(compare(arr, bound) for compare, bound in node.bounds)
     elif kind == "object":
-        checks.extend(_object_checks(node, arr, columns))
+        checks.extend(_object_checks(node, arr, columns, absent))
     elif kind == "array":
         assert node.items is not None
-        checks.extend(_list_checks(node, arr, columns))
+        checks.extend(_list_checks(node, arr, columns, absent))
     return _with_nulls(arr, _all(checks), null_ok)
 
 
@@ -594,10 +597,15 @@ def _with_nulls(arr: Any, ok: Any, null_ok: bool) -> Any:
     return pc.fill_null(pc.if_else(valid, ok, null_ok), False)
 
 
-def _object_checks(node: Node, arr: Any, columns: bool) -> list[Any]:
+def _object_checks(node: Node, arr: Any, columns: bool, absent: bool) -> list[Any]:
     if not columns:  # NDJSON: the reader's types are the schema's, every field in place
         return [
-            _ok(sub, pc.struct_field(arr, [i]), null_ok=sub.nullable and name not in node.required)
+            _ok(
+                sub,
+                pc.struct_field(arr, [i]),
+                null_ok=(sub.nullable or absent) and name not in node.required,
+                absent=absent,
+            )
             for i, (name, sub) in enumerate(node.properties.items())
         ]
     # Parquet: a row holds every column, null or not, so a null is an explicit null.
@@ -615,7 +623,7 @@ def _object_checks(node: Node, arr: Any, columns: bool) -> list[Any]:
     return checks
 
 
-def _list_checks(node: Node, arr: Any, columns: bool) -> list[Any]:
+def _list_checks(node: Node, arr: Any, columns: bool, absent: bool) -> list[Any]:
     assert node.items is not None
     checks: list[Any] = []
     if node.min_items is not None or node.max_items is not None:
@@ -625,7 +633,9 @@ def _list_checks(node: Node, arr: Any, columns: bool) -> list[Any]:
     if len(values) != len(parents):
         raise GiveUp
     if len(values):
-        item_ok = _ok(node.items, values, null_ok=node.items.nullable, columns=columns)
+        item_ok = _ok(
+            node.items, values, null_ok=node.items.nullable, columns=columns, absent=absent
+        )
         bad = _NONE if item_ok is None else pc.filter(parents, pc.invert(item_ok))
         if node.unique:
             bad = pa.concat_arrays([bad, _repeated(values, parents)])

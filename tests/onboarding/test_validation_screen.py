@@ -925,3 +925,42 @@ def test_the_screen_is_dropped_for_a_sample_it_does_not_help_with():
         off.invalid_count,
         off.errors,
     )
+
+
+def null_free(i: int) -> dict:
+    """A record with no null anywhere (optional nullable fields left out instead)."""
+    value = record(i)
+    for key in ("kind", "note"):
+        if value[key] is None:
+            del value[key]
+    value["scores"] = [s for s in value["scores"] if s is not None]
+    return value
+
+
+@pytest.mark.parametrize("path", [p for p, _ in DELETIONS], ids=[".".join(p) for p, _ in DELETIONS])
+def test_without_null_literals_a_missing_field_is_judged_as_missing(path):
+    lines = [line(null_free(i)) for i in range(30)]
+    value = null_free(7)
+    target = value
+    for key in path[:-1]:
+        target = target[key]
+    target.pop(path[-1], None)  # null_free may have left it out already
+    lines[15] = line(value)
+    assert compare(lines)
+    # The same missing field next to an explicit null: every null is unsure again.
+    lines[3] = with_raw(["amount"], b"null", 3)
+    assert compare(lines)
+
+
+def test_a_chunk_without_null_vouches_for_records_lacking_optional_fields():
+    assert SCREEN is not None
+    records = [null_free(i) for i in range(300)]
+    for value in records[::2]:
+        for key in ("amount", "day", "ip", "active", "tags"):
+            del value[key]
+    chunk = b"\n".join(line(v) for v in records)
+    assert b"null" not in chunk
+    rows = SCREEN.read(chunk)
+    assert SCREEN.unsure_rows(rows, absent=True) == []
+    assert len(SCREEN.unsure_rows(rows, absent=False)) == 150  # missing or null? unsure
+    assert compare([line(v) for v in records])
