@@ -96,15 +96,16 @@ def _permissions(request: HttpRequest, obj: OnboardingRequest) -> dict[str, Any]
 
 def _rollout_context(request: HttpRequest, obj: OnboardingRequest) -> dict[str, Any]:
     rollout = services.rollout_states(obj)
+    going = [r for r in rollout if r.last_run and not r.last_run.is_terminal]
     return {
         "rollout": rollout,
         "can_rollout": has_role(request.user, Role.ENGINEER),
         # While a run is going, the panel follows it without a reload; a run that waits for
         # a second engineer may wait for hours, so then it looks less often.
-        "rollout_busy": any(r.last_run and not r.last_run.is_terminal for r in rollout),
+        "rollout_busy": bool(going),
         "rollout_poll_seconds": (
             settings.RUNS_POLL_SECONDS
-            if any(r.last_run and not r.last_run.is_terminal for r in rollout if not r.awaiting)
+            if any(not r.awaiting for r in going)
             else AWAITING_POLL_SECONDS
         ),
     }

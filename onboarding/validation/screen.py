@@ -405,7 +405,7 @@ def _array(node: Node, schema: dict, depth: int) -> None:
 
 
 class Screen:
-    """Screens chunks of NDJSON lines for one compiled schema."""
+    """Screens chunks of NDJSON lines and batches of Parquet rows for one compiled schema."""
 
     def __init__(self, root: Node) -> None:
         self.root = root
@@ -438,25 +438,23 @@ class Screen:
     def unsure_rows(self, rows: pa.StructArray, *, absent: bool = False) -> list[int]:
         """Indices of the rows the screen cannot vouch for. `absent`: the chunk holds no
         null literal, so a null in a column is a field the record does not have."""
-        ok = _ok(self.root, rows, null_ok=False, absent=absent)
-        return [] if ok is None else pc.indices_nonzero(pc.invert(ok)).to_pylist()
+        return _failing(_ok(self.root, rows, null_ok=False, absent=absent))
 
     def batch_unsure_rows(self, batch: pa.RecordBatch) -> list[int] | None:
         """For a batch of Parquet rows: the rows the screen cannot vouch for, or None when
         the whole batch is for the record path."""
         rows = pa.StructArray.from_arrays(batch.columns, fields=list(batch.schema))
         try:
-            ok = _ok(self.root, rows, null_ok=False, columns=True)
+            return _failing(_ok(self.root, rows, null_ok=False, columns=True))
         except (GiveUp, pa.ArrowException):
             return None
-        return [] if ok is None else pc.indices_nonzero(pc.invert(ok)).to_pylist()
 
     def _check(self, parsed: Future, chunk: bytes) -> tuple[int, list[int]]:
         rows = parsed.result()
         return len(rows), self.unsure_rows(rows, absent=b"null" not in chunk)
 
     def start(self, chunk: bytes, *, max_depth: int) -> Job:
-        """Start parsing and checking `chunk` on the screen's thread (Arrow works without
+        """Start parsing and checking `chunk` on the screen's threads (Arrow works without
         the GIL) and run the text checks it needs here meanwhile; ``Job.finish`` takes it
         from there. A chunk with a line nested deeper than `max_depth` never reaches Arrow
         (its parser recurses, and the record path refuses the file anyway)."""
@@ -675,6 +673,11 @@ def _moderate(arr: Any) -> Any:
     from 2**63 on, which only a long run of digits can write: the record path parses those
     exactly (and refuses one longer than the limit)."""
     return pc.less(pc.abs(arr), _BIG)
+
+
+def _failing(ok: Any) -> list[int]:
+    """The positions `ok` does not vouch for (None vouches for all)."""
+    return [] if ok is None else pc.indices_nonzero(pc.invert(ok)).to_pylist()
 
 
 def _all(checks: list[Any]) -> Any:

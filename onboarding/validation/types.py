@@ -29,9 +29,9 @@ class Limits:
     ``check_sample_files``. ``workers`` above 1 lets a large NDJSON sample (past 8 MiB) be
     validated by helper processes as well (see ``parallel.py``); the default, 1, keeps
     everything in the calling process (on the shared 2-core machine the helper measured no
-    faster, see benchmarks/validation_bench.py). ``screen`` sends NDJSON through the
-    columnar screen first when the schema allows it (``screen.py``); helpers are not used
-    then (Arrow's threads take the second core).
+    faster, see benchmarks/validation_bench.py). ``screen`` sends NDJSON and Parquet
+    through the columnar screen first when the schema allows it (``screen.py``); NDJSON
+    helpers are not used then (Arrow's threads take the second core).
 
     ``from_settings()`` reads ``ONBOARDING_SAMPLE_<FIELD>`` (for example
     ``ONBOARDING_SAMPLE_MAX_FILE_BYTES``, ``ONBOARDING_SAMPLE_WORKERS``,
@@ -48,7 +48,7 @@ class Limits:
     # Added beyond the first draft of the API (defaults keep old callers working):
     max_files: int = 50  # sample files in one request
     workers: int = 1  # processes for one large NDJSON sample; 2 adds a helper (opt-in)
-    screen: bool = True  # NDJSON goes through the columnar screen when the schema allows
+    screen: bool = True  # NDJSON and Parquet go through the columnar screen when possible
 
     def __post_init__(self) -> None:
         for f in fields(self):
