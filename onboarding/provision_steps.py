@@ -34,7 +34,7 @@ from portal.roles import Role
 from portal.runs.engine import StepContext
 from portal.runs.models import StepStatus
 from portal.runs.registry import Done, PermanentStepError, PlannedStep, Wait, run_kind, step
-from portal.runs.steps import confirmation_step
+from portal.runs.gates import confirmation_step
 
 CHECK_APPROVAL = "onboarding.check_approval"
 SMOKE_PRODUCTION_FILES = 5

@@ -3,23 +3,7 @@
 from __future__ import annotations
 
 from celery import shared_task
-from django.contrib.auth.models import Group, User
-
-from portal.roles import Role
-
-SCHEDULER_USERNAME = "onramp-scheduler"
-
-
-def scheduler_user() -> User:
-    """The service account scheduled runs are started by, so the audit trail names it."""
-    user, created = User.objects.get_or_create(
-        username=SCHEDULER_USERNAME, defaults={"first_name": "Onramp", "last_name": "scheduler"}
-    )
-    if created:
-        user.set_unusable_password()  # it never signs in
-        user.save(update_fields=["password"])
-    user.groups.add(Group.objects.get_or_create(name=str(Role.ENGINEER))[0])
-    return user
+from portal.roles import scheduler_user
 
 
 @shared_task(name="onboarding.drift_scan")

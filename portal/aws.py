@@ -13,6 +13,11 @@ In sandbox mode (settings.SANDBOX) the base credentials are fixed dummies ("test
 nothing on the machine (env vars, ~/.aws) is ever sent anywhere. No credential value is
 logged.
 
+`error_code`, `is_absent` and `describe_error` are the one place an AWS error is read: its
+code, whether it means "not there", whether it is worth retrying (`TRANSIENT_CODES`,
+5xx, connection and timeout errors) and the message a person sees. Every step and the
+run engine use them.
+
 `ensure_kms_key` is the idempotent way to make a KMS key behind an alias: CreateKey is not
 idempotent, so the key is found by its alias, or by the tag an interrupted earlier attempt
 left on it, before a new one is created.
@@ -30,6 +35,15 @@ import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import DeferredRefreshableCredentials
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
 from django.conf import settings
 
 if TYPE_CHECKING:
@@ -163,6 +177,104 @@ def _session(*, env_name: str, role_arn: str, region: str) -> boto3.Session:
         session = boto3.Session(botocore_session=core)
         _sessions[key] = session
     return session
+
+
+# --- Errors ------------------------------------------------------------------------------
+
+# Codes that say "try again later": throttling, a busy or failing service, a conflicting
+# request still in flight. Any other code is permanent: retrying the same call fails again.
+TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "ProvisionedThroughputExceededException",
+        "SlowDown",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+        "InternalServiceError",
+        "InternalServiceErrorException",
+        "TransactionInProgressException",
+        "PriorRequestNotComplete",
+        "ResourceConflictException",
+        "OperationAbortedException",
+    }
+)
+
+# Codes that mean "the thing you asked about is not there" across the services Onramp uses
+# (S3 answers HEAD requests with the bare status code).
+ABSENT_CODES = frozenset(
+    {
+        "404",
+        "NoSuchBucket",
+        "NoSuchKey",
+        "NoSuchBucketPolicy",
+        "NoSuchLifecycleConfiguration",
+        "NoSuchTagSet",
+        "NoSuchPublicAccessBlockConfiguration",
+        "ServerSideEncryptionConfigurationNotFoundError",
+        "ObjectLockConfigurationNotFoundError",
+        "NotFoundException",
+        "ResourceNotFoundException",
+        "ResourceNotFound",
+        "ParameterNotFound",
+        "StateMachineDoesNotExist",
+        "ExecutionDoesNotExist",
+    }
+)
+
+_CONNECTION_ERRORS = (
+    EndpointConnectionError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    ConnectionClosedError,
+)
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a failed call ("NoSuchBucket", "ThrottlingException", "404"),
+    or "" for anything that is not an AWS error response."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def is_absent(exc: BaseException, *codes: str) -> bool:
+    """Does this error say the resource is not there? `codes` adds service-specific ones."""
+    code = error_code(exc)
+    return bool(code) and (code in ABSENT_CODES or code in codes)
+
+
+def is_aws_error(exc: BaseException) -> bool:
+    return isinstance(exc, ClientError | BotoCoreError)
+
+
+def describe_error(exc: BaseException) -> tuple[bool, str]:
+    """(transient?, a message a person can act on) for an error from an AWS call.
+
+    Transient: a code in TRANSIENT_CODES, any 5xx answer, a connection or timeout error.
+    Everything else is permanent."""
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", "Unknown"))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
+        operation = getattr(exc, "operation_name", "call")
+        message = f"AWS {operation} failed: {code}: {err.get('Message', '')}".strip()
+        return code in TRANSIENT_CODES or status >= 500, message
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return True, f"AWS could not be reached: {exc}"
+    if isinstance(exc, NoCredentialsError):
+        return False, "No AWS credentials are configured for this environment."
+    return False, f"{type(exc).__name__}: {exc}"
 
 
 # --- KMS ---------------------------------------------------------------------------------

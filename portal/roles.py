@@ -66,3 +66,26 @@ def role_required(*roles: Role) -> Callable:
         return wrapper
 
     return decorator
+
+
+SCHEDULER_USERNAME = "onramp-scheduler"
+
+
+def scheduler_user(*roles: Role) -> Any:
+    """The service account that runs started by beat are started by, so the audit trail
+    names it. It holds the roles the scheduled work needs (engineer unless told) and can
+    never sign in."""
+    from django.contrib.auth.models import (  # import here: this module is imported while apps load, before auth models exist
+        Group,
+        User,
+    )
+
+    user, created = User.objects.get_or_create(
+        username=SCHEDULER_USERNAME, defaults={"first_name": "Onramp", "last_name": "scheduler"}
+    )
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    for role in roles or (Role.ENGINEER,):
+        user.groups.add(Group.objects.get_or_create(name=str(role))[0])
+    return user

@@ -30,7 +30,7 @@ from portal.roles import Role, require_role
 from portal.runs.models import ACTIVE_RUN_STATUSES, Run, RunStatus, StepStatus
 from portal.runs.selectors import runs_of
 from portal.runs.services import run_start
-from portal.runs.steps import CONFIRM_STEP
+from portal.runs.gates import CONFIRM_STEP
 
 ACTIONS = {
     "provision": (PROVISION_KIND, "Provision"),

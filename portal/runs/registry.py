@@ -57,13 +57,22 @@ class StepSpec:
 
 @dataclass(frozen=True)
 class PlannedStep:
+    """One step of a run's plan: a registered step (its key, or the step function itself),
+    with an optional title and params of its own."""
+
     key: str
     title: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if callable(self.key):
+            object.__setattr__(self, "key", step_key(self.key))
+
 
 @dataclass(frozen=True)
 class RunKindSpec:
+    """A declared run kind. `str(kind)` is its key."""
+
     key: str
     title: str
     plan: Callable[[dict[str, Any]], Sequence[PlannedStep]]
@@ -71,9 +80,21 @@ class RunKindSpec:
     # Who may retry, skip or cancel; defaults to the roles that may start it.
     operate_roles: tuple[Role, ...]
 
+    def __str__(self) -> str:
+        return self.key
+
 
 STEPS: dict[str, StepSpec] = {}
 RUN_KINDS: dict[str, RunKindSpec] = {}
+_KEYS: dict[Callable[..., Any], str] = {}
+
+
+def step_key(func: Callable[..., Any]) -> str:
+    """The key a step function was registered under."""
+    try:
+        return _KEYS[func]
+    except KeyError:
+        raise ValueError(f"{func.__qualname__} is not a registered step") from None
 
 
 def step(
@@ -83,6 +104,7 @@ def step(
         if key in STEPS and STEPS[key].func is not func:
             raise ValueError(f"step {key!r} is registered twice")
         STEPS[key] = StepSpec(key=key, title=title, func=func, max_attempts=max_attempts)
+        _KEYS[func] = key
         return func
 
     return decorator
@@ -94,16 +116,22 @@ def run_kind(
     title: str,
     start_roles: Sequence[Role],
     operate_roles: Sequence[Role] | None = None,
-) -> Callable:
-    def decorator(plan: Callable[[dict[str, Any]], Sequence[PlannedStep]]) -> Callable:
-        RUN_KINDS[key] = RunKindSpec(
+) -> Callable[[Callable[[dict[str, Any]], Sequence[PlannedStep]]], RunKindSpec]:
+    """Declare a run kind on its plan function; the decorated name becomes the kind, which
+    services pass to `run_start` and readers to `runs_of` (its key is written only here)."""
+
+    def decorator(plan: Callable[[dict[str, Any]], Sequence[PlannedStep]]) -> RunKindSpec:
+        if key in RUN_KINDS and RUN_KINDS[key].plan is not plan:
+            raise ValueError(f"run kind {key!r} is declared twice")
+        spec = RunKindSpec(
             key=key,
             title=title,
             plan=plan,
             start_roles=tuple(start_roles),
             operate_roles=tuple(operate_roles or start_roles),
         )
-        return plan
+        RUN_KINDS[key] = spec
+        return spec
 
     return decorator
 
@@ -115,5 +143,9 @@ def get_step(key: str) -> StepSpec:
         raise PermanentStepError(f"No step is registered under {key!r}.") from None
 
 
-def get_run_kind(key: str) -> RunKindSpec:
-    return RUN_KINDS[key]
+def get_run_kind(key: str | RunKindSpec) -> RunKindSpec:
+    return RUN_KINDS[kind_key(key)]
+
+
+def kind_key(kind: str | RunKindSpec) -> str:
+    return kind.key if isinstance(kind, RunKindSpec) else kind

@@ -8,8 +8,15 @@ from django.contrib.contenttypes.models import ContentType
 from django.db.models import Count, Model, Q, QuerySet
 
 from portal.roles import has_role
-from portal.runs.models import ACTIVE_RUN_STATUSES, DONE_STEP_STATUSES, Run, RunStatus, Step
-from portal.runs.registry import RUN_KINDS
+from portal.runs.models import (
+    ACTIVE_RUN_STATUSES,
+    DONE_STEP_STATUSES,
+    Run,
+    RunStatus,
+    Step,
+    StepStatus,
+)
+from portal.runs.registry import RUN_KINDS, RunKindSpec, kind_key, step_key
 
 
 def run_list(*, kind: str = "", status: str = "", limit: int = 50) -> QuerySet[Run]:
@@ -25,14 +32,14 @@ def run_list(*, kind: str = "", status: str = "", limit: int = 50) -> QuerySet[R
     return runs.order_by("-created_at", "-id")[:limit]
 
 
-def runs_of(subject: Model, *kinds: str) -> QuerySet[Run]:
+def runs_of(subject: Model, *kinds: str | RunKindSpec) -> QuerySet[Run]:
     """The runs that act on `subject` (a request, release, rotation, review), optionally of
     the given kinds, oldest first."""
     runs = Run.objects.filter(
         subject_type=ContentType.objects.get_for_model(subject), subject_id=str(subject.pk)
     )
     if kinds:
-        runs = runs.filter(kind__in=kinds)
+        runs = runs.filter(kind__in=[kind_key(k) for k in kinds])
     return runs.order_by("created_at", "pk")
 
 
@@ -69,3 +76,20 @@ def run_permissions(run: Run, user: Any) -> dict[str, bool]:
 
 def run_kind_choices() -> list[tuple[str, str]]:
     return sorted(((k, spec.title) for k, spec in RUN_KINDS.items()), key=lambda kv: kv[1])
+
+
+def step_results(subject: Model, kind: str | RunKindSpec, step: Any) -> QuerySet[Step]:
+    """The succeeded executions of one step (its key or function) in the runs of one kind
+    on `subject`, oldest first, each with its run: `.params`, `.output`, `.finished_at`."""
+    key = step if isinstance(step, str) else step_key(step)
+    return (
+        Step.objects.filter(
+            key=key,
+            status=StepStatus.SUCCEEDED,
+            run__kind=kind_key(kind),
+            run__subject_type=ContentType.objects.get_for_model(subject),
+            run__subject_id=str(subject.pk),
+        )
+        .select_related("run")
+        .order_by("finished_at", "pk")
+    )

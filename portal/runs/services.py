@@ -20,18 +20,19 @@ from portal.runs.models import (
     Step,
     StepStatus,
 )
-from portal.runs.registry import RUN_KINDS, get_run_kind
+from portal.runs.registry import RUN_KINDS, RunKindSpec, get_run_kind, kind_key
 
 
 def run_start(
     *,
-    kind: str,
+    kind: str | RunKindSpec,
     actor: Any,
     params: dict[str, Any] | None = None,
     subject: models.Model | None = None,
     title: str | None = None,
 ) -> Run:
     """Create a run with its frozen plan and enqueue it once the transaction commits."""
+    kind = kind_key(kind)
     if kind not in RUN_KINDS:
         raise ApplicationError(f"There is no run kind called {kind!r}.")
     spec = get_run_kind(kind)
@@ -187,7 +188,7 @@ def run_wake(*, run: Run) -> None:
 def run_confirm_step(*, run: Run, step_id: int, actor: Any) -> Confirmation:
     """A second person confirms a run's `runs.confirm` gate; the run carries on. Whoever
     started the run cannot confirm it (separation of duties)."""
-    from portal.runs.steps import CONFIRM_STEP
+    from portal.runs.gates import CONFIRM_STEP
 
     _check_operator(actor, run)
     with transaction.atomic():

@@ -17,7 +17,7 @@ from portal.models import AuditEvent
 from portal.runs import engine
 from portal.runs.models import Run
 from portal.runs.services import run_confirm_step
-from portal.runs.steps import CONFIRM_STEP
+from portal.runs.gates import CONFIRM_STEP
 from tests.onboarding.test_provisioning import (
     approved_request,
     drive,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from onboarding.tasks import SCHEDULER_USERNAME, drift_scan
-from portal.roles import Role, has_role
+from onboarding.tasks import drift_scan
+from portal.roles import SCHEDULER_USERNAME, Role, has_role
 from portal.runs.models import Run
 from tests.onboarding.test_provisioning import (
     approved_request,
