@@ -75,10 +75,8 @@ def scheduler_user(*roles: Role) -> Any:
     """The service account that runs started by beat are started by, so the audit trail
     names it. It holds the roles the scheduled work needs (engineer unless told) and can
     never sign in."""
-    from django.contrib.auth.models import (  # import here: this module is imported while apps load, before auth models exist
-        Group,
-        User,
-    )
+    # import here: roles is imported while apps load, before the auth models exist
+    from django.contrib.auth.models import Group, User
 
     user, created = User.objects.get_or_create(
         username=SCHEDULER_USERNAME, defaults={"first_name": "Onramp", "last_name": "scheduler"}
