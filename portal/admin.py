@@ -5,25 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 
+from portal.admin_base import ReadOnlyAdmin
 from portal.audit import audit_record
 from portal.models import AuditChainHead, AuditEvent, Environment
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """View and search only: no add, change or delete, so no delete action either."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
 
 
 @admin.register(AuditEvent)

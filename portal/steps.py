@@ -8,52 +8,26 @@ them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import ClientError
 
-from portal.errors import ApplicationError
+from portal.aws import error_code
 from portal.models import Environment
-from portal.roles import Role
-from portal.runs.registry import Done, PermanentStepError, PlannedStep, TransientStepError, run_kind
-from portal.runs.registry import step as register_step
-
-if TYPE_CHECKING:
-    from portal.runs.engine import StepContext
-
-CHECKS = (
-    ("environment.credentials", "credentials"),
-    ("environment.state_machine", "state machine"),
-    ("environment.lambda_functions", "Lambda functions"),
-    ("environment.metadata_table", "metadata table"),
-    ("environment.processed_bucket", "processed bucket"),
-)
-
-
-@run_kind("environment.check", title="Environment check", start_roles=[Role.ENGINEER, Role.ADMIN])
-def plan_environment_check(params: dict[str, Any]) -> list[PlannedStep]:
-    """Every check for each environment in params["environments"] (default: all)."""
-    names = list(params.get("environments") or [])
-    environments = list(Environment.objects.all())  # rollout order
-    if names:
-        known = {env.name for env in environments}
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            raise ApplicationError(f"There is no environment called {', '.join(unknown)}.")
-        environments = [env for env in environments if env.name in names]
-    return [
-        PlannedStep(key, title=f"{env.name}: {label}", params={"environment": env.name})
-        for env in environments
-        for key, label in CHECKS
-    ]
+from portal.runs.api import Done, PermanentStepError, StepContext, TransientStepError
+from portal.runs.api import step as register_step
 
 
 def _where(env: Environment) -> str:
     return f"in {env.name} (account {env.account_id}, {env.region})"
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
+def _missing(what: str, env: Environment) -> PermanentStepError:
+    return PermanentStepError(f"{what} does not exist {_where(env)}.")
+
+
+def _not_active(what: str, status: str, env: Environment) -> PermanentStepError:
+    return PermanentStepError(f"{what} is {status}, not ACTIVE, {_where(env)}.")
 
 
 @register_step("environment.credentials", title="Credentials")
@@ -77,15 +51,11 @@ def check_state_machine(ctx: StepContext) -> Done:
     try:
         machine = sfn.describe_state_machine(stateMachineArn=env.state_machine_arn)
     except sfn.exceptions.StateMachineDoesNotExist:
-        raise PermanentStepError(
-            f"State machine {env.resource(env.state_machine_name)} does not exist {_where(env)}."
-        ) from None
+        raise _missing(f"State machine {env.resource(env.state_machine_name)}", env) from None
     status = machine.get("status", "")
     ctx.log("read", f"State machine {machine['name']} is {status}.")
     if status != "ACTIVE":
-        raise PermanentStepError(
-            f"State machine {machine['name']} is {status}, not ACTIVE, {_where(env)}."
-        )
+        raise _not_active(f"State machine {machine['name']}", status, env)
     return Done(
         {
             "name": machine["name"],
@@ -143,13 +113,13 @@ def check_metadata_table(ctx: StepContext) -> Done:
     try:
         table = ddb.describe_table(TableName=name)["Table"]
     except ddb.exceptions.ResourceNotFoundException:
-        raise PermanentStepError(f"DynamoDB table {name} does not exist {_where(env)}.") from None
+        raise _missing(f"DynamoDB table {name}", env) from None
     status = table.get("TableStatus", "")
     ctx.log("read", f"Table {name} is {status} with about {table.get('ItemCount', 0)} items.")
     if status in ("CREATING", "UPDATING"):
         raise TransientStepError(f"Table {name} is {status}; checking again shortly.")
     if status != "ACTIVE":
-        raise PermanentStepError(f"DynamoDB table {name} is {status}, not ACTIVE, {_where(env)}.")
+        raise _not_active(f"DynamoDB table {name}", status, env)
     billing = (table.get("BillingModeSummary") or {}).get("BillingMode", "PROVISIONED")
     return Done(
         {
@@ -170,9 +140,9 @@ def check_processed_bucket(ctx: StepContext) -> Done:
     try:
         s3.head_bucket(Bucket=name)
     except ClientError as exc:
-        if _code(exc) in ("404", "NoSuchBucket"):
-            raise PermanentStepError(f"S3 bucket {name} does not exist {_where(env)}.") from None
-        if _code(exc) in ("403", "AccessDenied"):
+        if error_code(exc) in ("404", "NoSuchBucket"):
+            raise _missing(f"S3 bucket {name}", env) from None
+        if error_code(exc) in ("403", "AccessDenied"):
             raise PermanentStepError(
                 f"S3 bucket {name} exists but Onramp may not read it {_where(env)} "
                 "(or it belongs to another account)."
@@ -183,3 +153,13 @@ def check_processed_bucket(ctx: StepContext) -> Done:
     if versioning != "Enabled":
         ctx.log("warning", f"Versioning is {versioning} on {name}; the runbook expects Enabled.")
     return Done({"bucket": name, "versioning": versioning})
+
+
+# Each environment's checks, in the order they run, with the label its steps show.
+CHECKS = (
+    (check_credentials, "credentials"),
+    (check_state_machine, "state machine"),
+    (check_lambda_functions, "Lambda functions"),
+    (check_metadata_table, "metadata table"),
+    (check_processed_bucket, "processed bucket"),
+)

@@ -134,7 +134,7 @@ class Cluster:
                 "--without-mingle",
                 "--without-heartbeat",
                 "-I",
-                "tests.runs.worker_steps",
+                "tests.runs.worker_steps,tests.shape_app.kinds",
             ],
             self.env(**env),
         )

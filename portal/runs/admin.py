@@ -3,40 +3,32 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import Model
-from django.http import HttpRequest
 
-from portal.admin import ReadOnlyAdmin
-from portal.runs.models import Confirmation, Run, Step
+from portal.admin_base import ReadOnly, ReadOnlyAdmin
+from portal.runs.models import Decision, Run, Step
+
+_STEP_COLUMNS = (
+    "position",
+    "key",
+    "title",
+    "status",
+    "attempts",
+    "ticks",
+    "started_at",
+    "finished_at",
+    "wait_reason",
+    "skip_reason",
+    "error",
+)
 
 
-class StepInline(admin.TabularInline):
+class StepInline(ReadOnly, admin.TabularInline):
     model = Step
-    fields = [
-        "position",
-        "key",
-        "title",
-        "status",
-        "attempts",
-        "started_at",
-        "finished_at",
-        "wait_reason",
-        "skip_reason",
-        "error",
-    ]
-    readonly_fields = fields
+    fields = _STEP_COLUMNS
+    readonly_fields = _STEP_COLUMNS
     ordering = ["position"]
     extra = 0
     show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
 
 
 @admin.register(Run)
@@ -60,9 +52,9 @@ class StepAdmin(ReadOnlyAdmin):
     ordering = ["-run_id", "position"]
 
 
-@admin.register(Confirmation)
-class ConfirmationAdmin(ReadOnlyAdmin):
-    list_display = ["step", "confirmed_by", "created_at"]
-    list_select_related = ["step", "confirmed_by"]
-    search_fields = ["confirmed_by__username", "=step__run__id"]
+@admin.register(Decision)
+class DecisionAdmin(ReadOnlyAdmin):
+    list_display = ["step", "choice", "chosen_by", "by_default", "created_at"]
+    list_select_related = ["step", "chosen_by"]
+    search_fields = ["chosen_by__username", "choice", "=step__run__id"]
     date_hierarchy = "created_at"

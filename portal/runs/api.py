@@ -23,7 +23,7 @@ Reading runs (what a page shows)
     `run_permissions`, `step_results`.
 """
 
-from portal.runs.engine import StepContext
+from portal.runs.context import Chosen, StepContext
 from portal.runs.gates import CONFIRM_STEP, confirmation_step
 from portal.runs.models import (
     ACTIVE_RUN_STATUSES,
@@ -34,16 +34,16 @@ from portal.runs.models import (
     Step,
     StepStatus,
 )
-from portal.runs.registry import (
+from portal.runs.outcomes import (
+    Choice,
+    Decide,
     Done,
     PermanentStepError,
-    PlannedStep,
-    RunKindSpec,
     TransientStepError,
     Wait,
-    run_kind,
-    step,
 )
+from portal.runs.registry import PlannedStep, RunKindSpec, run_kind, step
+from portal.runs.rules import decision_blocker
 from portal.runs.selectors import (
     run_kind_choices,
     run_list,
@@ -55,6 +55,7 @@ from portal.runs.selectors import (
 from portal.runs.services import (
     run_cancel,
     run_confirm_step,
+    run_decide,
     run_retry_step,
     run_skip_step,
     run_start,
@@ -68,6 +69,9 @@ __all__ = [
     "CONFIRM_STEP",
     "DONE_STEP_STATUSES",
     "TERMINAL_RUN_STATUSES",
+    "Choice",
+    "Chosen",
+    "Decide",
     "Done",
     "PermanentStepError",
     "PlannedStep",
@@ -80,8 +84,10 @@ __all__ = [
     "TransientStepError",
     "Wait",
     "confirmation_step",
+    "decision_blocker",
     "run_cancel",
     "run_confirm_step",
+    "run_decide",
     "run_kind",
     "run_kind_choices",
     "run_list",

@@ -8,5 +8,6 @@ class RunsConfig(AppConfig):
     verbose_name = "Runs"
 
     def ready(self) -> None:
-        # Every app's steps.py registers its steps and run kinds.
-        autodiscover_modules("steps")
+        # The one way run kinds are registered: each app's kinds.py declares its kinds
+        # (and imports the steps they use).
+        autodiscover_modules("kinds")

@@ -86,12 +86,18 @@ class Step(models.Model):
     status = models.CharField(
         max_length=16, choices=StepStatus.choices, default=StepStatus.PENDING, db_index=True
     )
+    # Executions that did work; the ticks of a wait are counted apart and are not attempts.
     attempts = models.PositiveIntegerField(default=0)
+    ticks = models.PositiveIntegerField(default=0)
     # Attempts lost to transient errors since the step last ran clean (bounded retries).
     transient_failures = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     not_before = models.DateTimeField(null=True, blank=True)
+    # A waiting step fails once this passes (set by its first Wait with a deadline).
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    # The decision this step stops at, while it waits for one (outcomes.Decide.spec()).
+    decision_spec = models.JSONField(default=dict, blank=True)
     output = models.JSONField(default=dict, blank=True)
     # [{"at": iso, "action": "read|created|updated|unchanged|deleted|info|warning", "message": str}]
     log = models.JSONField(default=list, blank=True)
@@ -117,15 +123,35 @@ class Step(models.Model):
         return (self.finished_at - self.started_at).total_seconds()
 
 
-class Confirmation(models.Model):
-    """A second person's go-ahead for a run's confirmation step (`runs.confirm`), such as a
-    second engineer confirming a promotion to production. Written once, never changed."""
+class Decision(models.Model):
+    """The choice made at a step's decision (promote, roll back, confirm…): by a person,
+    with their reason, or by the engine when the time limit passed and a default applied.
+    At most one per step (the constraint decides a race); written once, never changed."""
 
-    step = models.OneToOneField(Step, on_delete=models.CASCADE, related_name="confirmation")
-    confirmed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    step = models.OneToOneField(Step, on_delete=models.CASCADE, related_name="decision")
+    choice = models.CharField(max_length=64)
+    chosen_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
     )
+    reason = models.TextField(blank=True)
+    by_default = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(by_default=True) | models.Q(chosen_by__isnull=False),
+                name="runs_decision_has_chooser",
+            )
+        ]
+
     def __str__(self) -> str:
-        return f"{self.step} confirmed by {self.confirmed_by}"
+        return f"{self.step}: {self.choice}"
+
+    @property
+    def chooser_name(self) -> str:
+        return self.chosen_by.get_username() if self.chosen_by else "the time limit"

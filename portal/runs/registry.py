@@ -1,50 +1,27 @@
-"""Step and run-kind registries, and the outcomes a step can return.
+"""The registries of steps and run kinds.
 
-A step is a plain function ``(ctx: StepContext) -> Done | Wait | None`` registered under a
-key with ``@step``. It must be idempotent: read the current state, change only what
+A step is a plain function ``(ctx: StepContext) -> Done | Wait | Decide | None`` registered
+under a key with ``@step``. It must be idempotent: read the current state, change only what
 differs, so running it twice or after a crash converges and never duplicates a resource.
 
-A run kind is registered with ``@run_kind``: a function from the run's params to its
-ordered list of ``PlannedStep`` — the plan, frozen when the run is created.
+A run kind is declared with ``@run_kind`` on its plan: a function from the run's params to
+its ordered list of ``PlannedStep``, frozen when the run is created. Each app declares its
+kinds in ``<app>/kinds.py``, which `portal.runs.apps` imports once at start-up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from portal.runs.outcomes import Decide, Outcome, PermanentStepError
 
 if TYPE_CHECKING:
     from portal.roles import Role
-    from portal.runs.engine import StepContext
+    from portal.runs.context import StepContext
 
-
-@dataclass(frozen=True)
-class Done:
-    """The step finished; `output` is stored on the step and shown on the run page."""
-
-    output: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Wait:
-    """Not yet: free the worker and run the step again at `until`, or, when `until` is
-    None, when a person acts and the service that records it calls `run_wake`."""
-
-    until: datetime | None = None
-    reason: str = ""
-
-
-class TransientStepError(Exception):
-    """Worth retrying as it is: throttling, 5xx, a timeout. Retried with backoff."""
-
-
-class PermanentStepError(Exception):
-    """Will fail again until a person fixes the cause. The run stops in `failed`."""
-
-
-StepFunc = Callable[["StepContext"], "Done | Wait | None"]
+StepFunc = Callable[["StepContext"], Outcome]
 
 
 @dataclass(frozen=True)
@@ -58,15 +35,17 @@ class StepSpec:
 @dataclass(frozen=True)
 class PlannedStep:
     """One step of a run's plan: a registered step (its key, or the step function itself),
-    with an optional title and params of its own."""
+    with an optional title and params of its own. A `decision` known when the run is
+    planned (a confirmation gate) is shown from the start, before the step first runs."""
 
-    key: str
+    key: str | StepFunc
     title: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    decision: Decide | None = None
 
-    def __post_init__(self) -> None:
-        if callable(self.key):
-            object.__setattr__(self, "key", step_key(self.key))
+    @property
+    def step_key(self) -> str:
+        return self.key if isinstance(self.key, str) else step_key(self.key)
 
 
 @dataclass(frozen=True)
@@ -77,7 +56,7 @@ class RunKindSpec:
     title: str
     plan: Callable[[dict[str, Any]], Sequence[PlannedStep]]
     start_roles: tuple[Role, ...]
-    # Who may retry, skip or cancel; defaults to the roles that may start it.
+    # Who may retry, skip, cancel or decide; defaults to the roles that may start it.
     operate_roles: tuple[Role, ...]
 
     def __str__(self) -> str:
@@ -87,14 +66,6 @@ class RunKindSpec:
 STEPS: dict[str, StepSpec] = {}
 RUN_KINDS: dict[str, RunKindSpec] = {}
 _KEYS: dict[Callable[..., Any], str] = {}
-
-
-def step_key(func: Callable[..., Any]) -> str:
-    """The key a step function was registered under."""
-    try:
-        return _KEYS[func]
-    except KeyError:
-        raise ValueError(f"{func.__qualname__} is not a registered step") from None
 
 
 def step(
@@ -136,6 +107,14 @@ def run_kind(
     return decorator
 
 
+def step_key(func: Callable[..., Any]) -> str:
+    """The key a step function was registered under."""
+    try:
+        return _KEYS[func]
+    except KeyError:
+        raise ValueError(f"{func.__qualname__} is not a registered step") from None
+
+
 def get_step(key: str) -> StepSpec:
     try:
         return STEPS[key]
@@ -143,9 +122,9 @@ def get_step(key: str) -> StepSpec:
         raise PermanentStepError(f"No step is registered under {key!r}.") from None
 
 
-def get_run_kind(key: str | RunKindSpec) -> RunKindSpec:
-    return RUN_KINDS[kind_key(key)]
-
-
 def kind_key(kind: str | RunKindSpec) -> str:
     return kind.key if isinstance(kind, RunKindSpec) else kind
+
+
+def get_run_kind(kind: str | RunKindSpec) -> RunKindSpec | None:
+    return RUN_KINDS.get(kind_key(kind))

@@ -11,12 +11,14 @@ from portal.roles import has_role
 from portal.runs.models import (
     ACTIVE_RUN_STATUSES,
     DONE_STEP_STATUSES,
+    Decision,
     Run,
     RunStatus,
     Step,
     StepStatus,
 )
 from portal.runs.registry import RUN_KINDS, RunKindSpec, kind_key, step_key
+from portal.runs.rules import decision_blocker
 
 
 def run_list(*, kind: str = "", status: str = "", limit: int = 50) -> QuerySet[Run]:
@@ -49,9 +51,12 @@ def run_percent(run: Run, steps: list[Step] | None = None) -> int:
         done = sum(1 for s in steps if s.status in DONE_STEP_STATUSES)
     else:
         total = getattr(run, "step_count", None) or run.steps.count()
-        done = getattr(run, "done_count", None)
-        if done is None:
-            done = run.steps.filter(status__in=DONE_STEP_STATUSES).count()
+        annotated: int | None = getattr(run, "done_count", None)
+        done = (
+            annotated
+            if annotated is not None
+            else run.steps.filter(status__in=DONE_STEP_STATUSES).count()
+        )
     if run.status == RunStatus.SUCCEEDED:
         return 100
     return int(100 * done / total) if total else 0
@@ -60,18 +65,31 @@ def run_percent(run: Run, steps: list[Step] | None = None) -> int:
 def run_permissions(run: Run, user: Any) -> dict[str, bool]:
     """Which buttons this user may press on this run, right now."""
     spec = RUN_KINDS.get(run.kind)
-    may_operate = bool(spec) and has_role(user, *spec.operate_roles)
+    may_operate = spec is not None and has_role(user, *spec.operate_roles)
     return {
         "retry": may_operate and run.status == RunStatus.FAILED,
         "skip": may_operate and run.status == RunStatus.FAILED,
         "cancel": may_operate
         and (run.status in ACTIVE_RUN_STATUSES or run.status == RunStatus.FAILED)
         and not run.cancel_requested,
-        # A confirmation gate: someone other than the person who started the run.
-        "confirm": may_operate
-        and run.status in ACTIVE_RUN_STATUSES
-        and not (run.created_by_id is not None and run.created_by_id == user.pk),
     }
+
+
+def run_steps(run: Run, user: Any) -> list[Step]:
+    """The run's steps for its page, each with its decision: `made` (the Decision, or None),
+    `open` (a choice is still to be made) and `blocker` (why this user may not make it, or
+    "" if they may). Two queries whatever the number of steps."""
+    steps = list(run.steps.order_by("position"))
+    made = {
+        d.step_id: d for d in Decision.objects.filter(step__run=run).select_related("chosen_by")
+    }
+    for step in steps:
+        step.made = made.get(step.pk)  # type: ignore[attr-defined]
+        labels = {c["key"]: c["label"] for c in step.decision_spec.get("choices", [])}
+        step.made_label = labels.get(step.made.choice, step.made.choice) if step.made else ""  # type: ignore[attr-defined]
+        step.open = bool(step.decision_spec) and step.made is None and not run.is_terminal  # type: ignore[attr-defined]
+        step.blocker = decision_blocker(run, step, user) if step.open else ""  # type: ignore[attr-defined]
+    return steps
 
 
 def run_kind_choices() -> list[tuple[str, str]]:

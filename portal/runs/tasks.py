@@ -2,14 +2,15 @@
 
 from celery import shared_task
 
-from portal.runs import engine
+from portal.runs import dispatch
+from portal.runs.queue import ADVANCE_TASK
 
 
-@shared_task(name="runs.advance", acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=ADVANCE_TASK, acks_late=True, reject_on_worker_lost=True)
 def run_advance(run_id: int) -> str:
-    return engine.advance(run_id)
+    return dispatch.advance(run_id)
 
 
 @shared_task(name="runs.reap")
 def runs_reap() -> dict[str, int]:
-    return engine.reap()
+    return dispatch.reap()

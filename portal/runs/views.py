@@ -3,18 +3,18 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HTMX_STOP_POLLING
 
 from portal.errors import ApplicationError
+from portal.htmx import is_htmx, render_polled
 from portal.runs import services
 from portal.runs.models import Run
-from portal.runs.selectors import run_percent, run_permissions
+from portal.runs.selectors import run_percent, run_permissions, run_steps
 
 
 def _render_run(request: HttpRequest, run: Run, *, error: str = "") -> HttpResponse:
-    steps = list(run.steps.order_by("position"))
+    steps = run_steps(run, request.user)
     context = {
         "run": run,
         "steps": steps,
@@ -22,12 +22,9 @@ def _render_run(request: HttpRequest, run: Run, *, error: str = "") -> HttpRespo
         "can": run_permissions(run, request.user),
         "action_error": error,
     }
-    if request.htmx:
-        response = render(request, "runs/run_detail.html#progress", context)
-        if run.is_terminal:
-            response.status_code = HTMX_STOP_POLLING
-        return response
-    return render(request, "runs/run_detail.html", context)
+    return render_polled(
+        request, "runs/run_detail.html", context, done=run.is_terminal, fragment="progress"
+    )
 
 
 @login_required
@@ -45,7 +42,7 @@ def _act(request: HttpRequest, run_id: int, action: object, **kwargs: object) ->
     except ApplicationError as exc:
         error = exc.message
     run.refresh_from_db()
-    if request.htmx:
+    if is_htmx(request):
         return _render_run(request, run, error=error)
     if error:
         messages.error(request, error)
@@ -73,5 +70,6 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def step_confirm(request: HttpRequest, run_id: int, step_id: int) -> HttpResponse:
-    return _act(request, run_id, services.run_confirm_step, step_id=step_id)
+def step_decide(request: HttpRequest, run_id: int, step_id: int) -> HttpResponse:
+    choice, reason = request.POST.get("choice", ""), request.POST.get("reason", "")
+    return _act(request, run_id, services.run_decide, step_id=step_id, choice=choice, reason=reason)

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from portal.audit import audit_record, audit_verify
 from portal.models import AuditChainHead, AuditEvent, Environment
-from portal.runs.models import Confirmation, Run, Step
+from portal.runs.models import Decision, Run, Step
 
 APP_LABELS = ("portal", "runs")
 MODELS = [model for label in APP_LABELS for model in apps.get_app_config(label).get_models()]
@@ -41,13 +41,13 @@ def rows(personas) -> dict[str, object]:
     )
     step = Step.objects.create(run=run, position=0, key="a", title="Step A")
     event = audit_record(action="run.started", actor=personas["erin"], obj=run)
-    confirmation = Confirmation.objects.create(step=step, confirmed_by=personas["eddie"])
+    decision = Decision.objects.create(step=step, choice="confirm", chosen_by=personas["eddie"])
     return {
         "environment": environment,
         "run": run,
         "step": step,
         "event": event,
-        "confirmation": confirmation,
+        "decision": decision,
     }
 
 

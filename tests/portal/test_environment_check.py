@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from portal import aws
 from portal.errors import ApplicationError
-from portal.runs import engine
+from portal.runs import dispatch
 from portal.runs.models import Run, RunStatus, StepStatus
 from portal.runs.services import run_start
 from tests.personas import make_persona
@@ -18,7 +18,7 @@ CHECKS = ["credentials", "state machine", "Lambda functions", "metadata table", 
 
 def _check(actor, names):
     run = run_start(kind="environment.check", actor=actor, params={"environments": names})
-    engine.advance(run.pk)
+    dispatch.advance(run.pk)
     return Run.objects.get(pk=run.pk)
 
 

@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 import tests.runs.worker_steps  # noqa: F401 - registers the test run kinds
-from portal.runs import engine
+from portal.runs import dispatch
 from portal.runs.services import run_start
 
 
@@ -18,7 +18,7 @@ def erin(personas):
 class HomeTests:
     def test_it_lists_recent_runs_with_status_and_progress(self, client, erin):
         done = run_start(kind="test.sequence", actor=erin, params={"steps": 2})
-        engine.advance(done.pk)
+        dispatch.advance(done.pk)
         waiting = run_start(kind="test.sequence", actor=erin, params={"steps": 4})
         client.force_login(erin)
         page = client.get(reverse("home")).content.decode()
@@ -28,7 +28,7 @@ class HomeTests:
 
     def test_it_filters_by_kind_and_status(self, client, erin):
         done = run_start(kind="test.sequence", actor=erin, params={"steps": 1})
-        engine.advance(done.pk)
+        dispatch.advance(done.pk)
         other = run_start(kind="test.kms", actor=erin, params={})
         client.force_login(erin)
         page = client.get(reverse("home"), {"status": "succeeded"}).content.decode()
@@ -43,7 +43,7 @@ class HomeTests:
         client.force_login(erin)
         fragment = client.get(reverse("home"), HTTP_HX_REQUEST="true").content.decode()
         assert "<html" not in fragment and 'hx-trigger="every 2s"' in fragment
-        engine.advance(run.pk)
+        dispatch.advance(run.pk)
         fragment = client.get(reverse("home"), HTTP_HX_REQUEST="true").content.decode()
         assert 'hx-trigger="every 2s"' not in fragment
 

@@ -14,9 +14,9 @@ from django.utils import timezone
 import tests.runs.worker_steps  # noqa: F401 - registers the test run kinds
 from portal.errors import ApplicationError
 from portal.models import AuditEvent
-from portal.runs import engine
+from portal.runs import dispatch, outcomes, recording
+from portal.runs.api import PermanentStepError, TransientStepError, step
 from portal.runs.models import Run, RunStatus, StepStatus
-from portal.runs.registry import PermanentStepError, TransientStepError, step
 from portal.runs.services import run_cancel, run_retry_step, run_skip_step, run_start
 
 
@@ -55,7 +55,7 @@ def steal_lease(ctx):
 
 
 from portal.roles import Role  # noqa: E402
-from portal.runs.registry import PlannedStep, run_kind  # noqa: E402
+from portal.runs.api import PlannedStep, run_kind  # noqa: E402
 
 
 @run_kind("test.fragile", title="Fragile", start_roles=[Role.ENGINEER])
@@ -77,30 +77,30 @@ class ErrorClassificationTests:
         "code", ["Throttling", "ThrottlingException", "TooManyRequestsException", "SlowDown"]
     )
     def test_it_treats_throttling_as_transient(self, code):
-        assert engine.classify_error(client_error(code))[0] is True
+        assert outcomes.classify_error(client_error(code))[0] is True
 
     def test_it_treats_5xx_as_transient(self):
-        assert engine.classify_error(client_error("Whatever", status=503))[0] is True
+        assert outcomes.classify_error(client_error("Whatever", status=503))[0] is True
 
     def test_it_treats_access_denied_as_permanent_with_the_aws_message(self):
-        transient, message = engine.classify_error(
+        transient, message = outcomes.classify_error(
             client_error("AccessDenied", "User arn:aws:iam::1:user/x is not authorized", 403)
         )
         assert transient is False
         assert "AccessDenied" in message and "is not authorized" in message
 
     def test_it_treats_connection_errors_as_transient(self):
-        assert engine.classify_error(EndpointConnectionError(endpoint_url="http://x"))[0] is True
+        assert outcomes.classify_error(EndpointConnectionError(endpoint_url="http://x"))[0] is True
 
     def test_it_uses_the_message_of_step_errors(self):
-        assert engine.classify_error(TransientStepError("later")) == (True, "later")
-        assert engine.classify_error(PermanentStepError("never")) == (False, "never")
+        assert outcomes.classify_error(TransientStepError("later")) == (True, "later")
+        assert outcomes.classify_error(PermanentStepError("never")) == (False, "never")
 
     @override_settings(RUNS_BACKOFF_BASE_SECONDS=2, RUNS_BACKOFF_MAX_SECONDS=30)
     def test_backoff_grows_and_is_capped(self):
-        assert 1 <= engine.backoff_seconds(1) <= 2
-        assert 4 <= engine.backoff_seconds(3) <= 8
-        assert 15 <= engine.backoff_seconds(10) <= 30
+        assert 1 <= recording.backoff_seconds(1) <= 2
+        assert 4 <= recording.backoff_seconds(3) <= 8
+        assert 15 <= recording.backoff_seconds(10) <= 30
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ class FailureAndRecoveryTests:
     def test_a_permanent_failure_stops_the_run_and_retry_completes_it(self, erin):
         _FAILURES["left"] = 1
         run = run_start(kind="test.fragile", actor=erin, params={})
-        engine.advance(run.pk)
+        dispatch.advance(run.pk)
         run.refresh_from_db()
         assert run.status == RunStatus.FAILED
         failed = run.steps.get(position=1)
@@ -141,7 +141,7 @@ class FailureAndRecoveryTests:
         assert run.steps.get(position=2).status == StepStatus.PENDING
 
         run_retry_step(run=run, step_id=failed.pk, actor=erin)
-        engine.advance(run.pk)
+        dispatch.advance(run.pk)
         run.refresh_from_db()
         assert run.status == RunStatus.SUCCEEDED
         assert run.steps.get(position=1).attempts == 2
@@ -150,7 +150,7 @@ class FailureAndRecoveryTests:
     def test_retry_twice_is_refused_the_second_time(self, erin):
         _FAILURES["left"] = 1
         run = run_start(kind="test.fragile", actor=erin, params={})
-        engine.advance(run.pk)
+        dispatch.advance(run.pk)
         failed = run.steps.get(position=1)
         run_retry_step(run=run, step_id=failed.pk, actor=erin)
         with pytest.raises(ApplicationError):
@@ -160,12 +160,12 @@ class FailureAndRecoveryTests:
     def test_skip_needs_a_reason_and_carries_on(self, erin):
         _FAILURES["left"] = 5
         run = run_start(kind="test.fragile", actor=erin, params={})
-        engine.advance(run.pk)
+        dispatch.advance(run.pk)
         failed = run.steps.get(position=1)
         with pytest.raises(ApplicationError):
             run_skip_step(run=run, step_id=failed.pk, actor=erin, reason="")
         run_skip_step(run=run, step_id=failed.pk, actor=erin, reason="configured by hand in DATA-7")
-        engine.advance(run.pk)
+        dispatch.advance(run.pk)
         run.refresh_from_db()
         assert run.status == RunStatus.SUCCEEDED
         skipped = run.steps.get(position=1)
@@ -175,7 +175,7 @@ class FailureAndRecoveryTests:
     def test_only_operators_may_retry(self, erin, personas):
         _FAILURES["left"] = 1
         run = run_start(kind="test.fragile", actor=erin, params={})
-        engine.advance(run.pk)
+        dispatch.advance(run.pk)
         with pytest.raises(PermissionDenied):
             run_retry_step(run=run, step_id=run.steps.get(position=1).pk, actor=personas["rita"])
         _FAILURES["left"] = 0
@@ -192,7 +192,7 @@ class CancelTests:
 
     def test_a_leased_run_is_cancelled_between_steps(self, erin):
         run = run_start(kind="test.sequence", actor=erin, params={"steps": 3})
-        engine.advance(run.pk)  # finishes it entirely; start another to hold mid-way
+        dispatch.advance(run.pk)  # finishes it entirely; start another to hold mid-way
         run = run_start(kind="test.sequence", actor=erin, params={"steps": 3})
         Run.objects.filter(pk=run.pk).update(
             lease_owner="worker-x", lease_expires_at=timezone.now() + timedelta(seconds=30)
@@ -204,7 +204,7 @@ class CancelTests:
             run_cancel(run=run, actor=erin)
 
         Run.objects.filter(pk=run.pk).update(lease_owner="", lease_expires_at=None)
-        engine.advance(run.pk)
+        dispatch.advance(run.pk)
         run.refresh_from_db()
         assert run.status == RunStatus.CANCELLED
         assert events(run) == ["run.started", "run.cancel_requested", "run.cancelled"]
@@ -213,7 +213,7 @@ class CancelTests:
 class LeaseTests:
     def test_a_worker_that_lost_its_lease_records_nothing(self, erin):
         run = run_start(kind="test.stolen", actor=erin, params={})
-        assert engine.advance(run.pk) == "lost"
+        assert dispatch.advance(run.pk) == "lost"
         run.refresh_from_db()
         step = run.steps.get()
         assert step.status == StepStatus.RUNNING  # the new owner will record it
@@ -224,9 +224,9 @@ class LeaseTests:
         Run.objects.filter(pk=run.pk).update(
             lease_owner="worker-x", lease_expires_at=timezone.now() + timedelta(seconds=30)
         )
-        assert engine.advance(run.pk) == "not-claimed"
+        assert dispatch.advance(run.pk) == "not-claimed"
         Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-        assert engine.advance(run.pk) == "stop"
+        assert dispatch.advance(run.pk) == "stop"
         assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
 
 
@@ -243,7 +243,7 @@ class RunPageTests:
         assert partial.status_code == 200
         assert b"<html" not in partial.content and b"every 1" in partial.content
 
-        engine.advance(run.pk)
+        dispatch.advance(run.pk)
         done = client.get(url, HTTP_HX_REQUEST="true")
         assert done.status_code == 286  # htmx stops polling
         assert b"every 1" not in done.content
@@ -252,7 +252,7 @@ class RunPageTests:
     def test_buttons_show_only_for_people_allowed_to_press_them(self, client, erin, personas):
         _FAILURES["left"] = 1
         run = run_start(kind="test.fragile", actor=erin, params={})
-        engine.advance(run.pk)
+        dispatch.advance(run.pk)
         url = reverse("runs:detail", args=[run.pk])
         client.force_login(erin)
         assert b"Retry step" in client.get(url).content
@@ -267,7 +267,7 @@ class RunPageTests:
     def test_a_double_click_on_retry_makes_one_transition(self, client, erin):
         _FAILURES["left"] = 1
         run = run_start(kind="test.fragile", actor=erin, params={})
-        engine.advance(run.pk)
+        dispatch.advance(run.pk)
         client.force_login(erin)
         retry = reverse("runs:step-retry", args=[run.pk, run.steps.get(position=1).pk])
         first = client.post(retry, HTTP_HX_REQUEST="true")

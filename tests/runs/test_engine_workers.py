@@ -18,7 +18,7 @@ from django.contrib.auth.models import User
 
 import tests.runs.worker_steps  # noqa: F401 - registers the test run kinds
 from portal.models import AuditEvent
-from portal.runs import engine
+from portal.runs import queue
 from portal.runs.models import Run, RunStatus, StepStatus
 from portal.runs.services import run_start, run_wake
 from tests.personas import make_persona
@@ -99,7 +99,7 @@ class ConcurrencyTests:
         cluster.worker("w2", concurrency=2)
         for _ in range(5):  # duplicate messages for every run, as a redelivering broker would
             for run in runs:
-                engine.enqueue(run.pk)
+                queue.enqueue(run.pk)
 
         for run in runs:
             assert wait_run(run, ("succeeded", "failed"), 90, cluster).status == RunStatus.SUCCEEDED

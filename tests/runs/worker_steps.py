@@ -15,7 +15,7 @@ from typing import Any
 
 from portal import aws
 from portal.roles import Role
-from portal.runs.registry import Done, PlannedStep, Wait, run_kind, step
+from portal.runs.api import Done, PlannedStep, Wait, run_kind, step
 
 
 def journal(ctx: Any, event: str) -> None:
@@ -115,3 +115,25 @@ def wait_person(ctx: Any) -> Done | Wait:
 def plan_waits(params: dict[str, Any]) -> list[PlannedStep]:
     key = "test.wait_person" if params.get("flag") else "test.wait_until"
     return [PlannedStep(key), PlannedStep("test.record", "After the wait")]
+
+
+@step("test.tick", title="Look again until enough ticks")
+def tick(ctx: Any) -> Done | Wait:
+    """Waits `ticks` times, `every` seconds apart, each tick with its own output; gives up
+    after `deadline` seconds if given."""
+    n, target = ctx.step.ticks, int(ctx.params.get("ticks", 3))
+    journal(ctx, f"tick{n}")
+    if n >= target:
+        return Done({"ticks": n})
+    deadline = ctx.params.get("deadline")
+    return Wait(
+        seconds=float(ctx.params.get("every", 0)),
+        reason=f"tick {n} of {target}",
+        output={"tick": n, "of": target},
+        deadline=timedelta(seconds=float(deadline)) if deadline is not None else None,
+    )
+
+
+@run_kind("test.ticks", title="Test ticks", start_roles=[Role.ENGINEER])
+def plan_ticks(params: dict[str, Any]) -> list[PlannedStep]:
+    return [PlannedStep(tick), PlannedStep("test.record", "After the ticks")]
