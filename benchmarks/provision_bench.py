@@ -92,9 +92,9 @@ def approved_requests(people: dict[str, Any], names: list[str]) -> list[Any]:
 def plain_provision(request: Any, env: Any) -> None:
     """The provision run's AWS work in a plain script: its `apply_*` functions in its order,
     with the reused clients of portal.aws, the plan computed once."""
-    from onboarding import provisioning as prov
-    from onboarding.provision_steps import PROVISION_STEPS
-    from onboarding.provisioning import apply
+    from onboarding.aws import apply
+    from onboarding.request_state import plan_for
+    from onboarding.steps.provision import PROVISION_STEPS
     from portal import aws
 
     clients = partial(aws.client, environment=env)
@@ -103,7 +103,7 @@ def plain_provision(request: Any, env: Any) -> None:
     def log(action: str, message: str) -> None:
         entries.append((action, message))
 
-    plan = prov.plan_for(request, env)
+    plan = plan_for(request, env)
     for _key, _title, func in PROVISION_STEPS:
         if func is None:  # the schema step also needs the request's schema text
             apply.apply_schema_object(plan, request.schema_text, clients, log)
@@ -118,21 +118,20 @@ def plain_smoke(request: Any, env: Any, tag: str) -> int:
     Returns how many times it polled."""
     from botocore.exceptions import ClientError
 
-    from onboarding import provisioning as prov
-    from onboarding.provision_steps import (
-        SLA_SECONDS,
+    from onboarding.request_state import plan_for
+    from onboarding.rules import SLA_SECONDS, p95
+    from onboarding.steps.smoke import (
         SMOKE_DEADLINE,
         SMOKE_POLL_SECONDS,
         TERMINAL,
         _bucket_exists,
         _executions,
         _processed_object,
-        p95,
         smoke_samples,
     )
     from portal import aws
 
-    plan = prov.plan_for(request, env)
+    plan = plan_for(request, env)
     bucket, source = plan["bucket"]["name"], plan["source"]
     s3 = aws.client("s3", env)
     files = []
@@ -251,13 +250,13 @@ def recheck_seconds(request: Any, env: Any, times: int = 20) -> float:
     """What a provision step spends before its AWS calls, measured in this process: load the
     request, build the plan and take its digest (to compare with the digest the run's
     approval check recorded; the full approval check runs once, as the first step)."""
-    from onboarding import provisioning as prov
     from onboarding.models import OnboardingRequest
     from onboarding.plan import plan_digest
+    from onboarding.request_state import plan_for
 
     def once() -> None:
         fresh = OnboardingRequest.objects.filter(pk=request.pk).first()
-        plan_digest(prov.plan_for(fresh, env))
+        plan_digest(plan_for(fresh, env))
 
     once()
     samples = []
@@ -312,7 +311,7 @@ def bench_one_environment(people: dict[str, Any], token: str, repeat: int) -> No
         for side in sides:
             side()
 
-    from onboarding.provision_steps import SMOKE_POLL_SECONDS, smoke_samples
+    from onboarding.steps.smoke import SMOKE_POLL_SECONDS, smoke_samples
 
     files = len(smoke_samples(warm, env))
     p_calls, s_calls = sum(provision_calls.values()), sum(smoke_calls.values())
@@ -493,7 +492,7 @@ def bench_many_sources(
     """Provision `sources` approved requests at once; returns what failed the checks."""
     from django.db import transaction
 
-    from onboarding import provisioning as prov
+    from onboarding.request_state import plan_for
     from onboarding.services import rollout_start
     from portal.models import Environment
     from portal.runs.models import TERMINAL_RUN_STATUSES, Run, Step
@@ -501,7 +500,7 @@ def bench_many_sources(
     env = Environment.objects.get(name=ENVIRONMENT)
     prefix = f"pb{token}-c"
     requests = approved_requests(people, [f"{prefix}{i:02}" for i in range(sources)])
-    plans = [prov.plan_for(r, env) for r in requests]
+    plans = [plan_for(r, env) for r in requests]
     before = stack.tasks_done()
 
     t0 = time.perf_counter()

@@ -1,50 +1,33 @@
-"""The 30-day review's measured volume (SOP-001 step 10): objects and bytes per day that
-reached a source's raw bucket in prod, set against the spec's estimate.
+"""The 30-day review's volume rules (SOP-001 step 10), pure: the window measured, counting
+a listing of the raw bucket, growth from storage metrics, which figure counts, and the
+comparison with the spec's estimate (flagged when more than 2× off either way).
 
-- ``onboarding.volume_review`` is a read-only run kind (an engineer starts it from the
-  ticket): its one step lists the raw bucket (ListObjectsV2, at most
-  ONBOARDING_VOLUME_MAX_OBJECTS objects), leaving out the smoke test's own uploads under
-  ``incoming/smoke/``, and groups what arrived by LastModified day (UTC), from the day prod
-  went live or over the last 30 days, whichever is shorter; per day means per calendar day
-  of that window, today's included. It also asks CloudWatch for the bucket's daily storage metrics
-  (``AWS/S3`` NumberOfObjects and BucketSizeBytes); when they have at least two days, their
-  daily growth is the measured figure, otherwise the listing is — the output says which.
-- The rest are pure functions: counting a listing, growth from storage metrics, and the
-  comparison with the estimate (flagged when more than 2× off either way).
+The measuring itself (the ``onboarding.volume_review`` run) reads AWS in
+`onboarding.aws.volume` from its step in `onboarding.steps.volume`: the listing leaves out
+the smoke test's own uploads under ``incoming/smoke/`` and groups what arrived by
+LastModified day (UTC), from the day prod went live or over the last 30 days, whichever is
+shorter; per day means per calendar day of that window, today's included. CloudWatch's
+daily storage metrics (``AWS/S3`` NumberOfObjects and BucketSizeBytes) win when they have at
+least two days; otherwise the listing is the figure — the output says which.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-from django.conf import settings
-from django.utils import timezone
-
 from onboarding.plan import PRODUCER_PREFIX
-from onboarding.provision_steps import step_plan, step_request
-from portal.roles import Role
-from portal.runs.engine import StepContext
-from portal.runs.registry import Done, PermanentStepError, PlannedStep, run_kind, step
 
-VOLUME_KIND = "onboarding.volume_review"
-VOLUME_STEP = "onboarding.volume_measure"
-SMOKE_PREFIX = f"{PRODUCER_PREFIX}smoke/"  # where smoke tests upload (provision_steps)
+SMOKE_PREFIX = f"{PRODUCER_PREFIX}smoke/"  # where smoke tests upload (onboarding.steps.smoke)
 WINDOW = timedelta(days=30)
 FLAG_FACTOR = 2.0
 DAY = timedelta(days=1)
-# BucketSizeBytes is reported per storage class; these are the ones the lifecycle uses.
-STORAGE_TYPES = ("StandardStorage", "StandardIAStorage", "GlacierInstantRetrievalStorage")
 SOURCE_LABELS = {
     "listing": "S3 listing (ListObjectsV2 of the raw bucket, by LastModified day)",
     "cloudwatch": "CloudWatch AWS/S3 daily storage metrics (NumberOfObjects, BucketSizeBytes)",
 }
-
-
-# --- pure -----------------------------------------------------------------------------------------
 
 
 def day_start(moment: datetime) -> datetime:
@@ -186,156 +169,3 @@ def choose_figures(
         "objects_per_day": listing.objects / days,
         "bytes_per_day": listing.bytes / days,
     }
-
-
-# --- AWS reads ------------------------------------------------------------------------------------
-
-
-def list_objects(s3: Any, bucket: str) -> Iterable[tuple[str, datetime, int]]:
-    for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, PaginationConfig={"PageSize": 1000}
-    ):
-        for entry in page.get("Contents", []):
-            yield entry["Key"], entry["LastModified"], int(entry.get("Size", 0))
-
-
-def _daily(
-    cloudwatch: Any, bucket: str, metric: str, storage_type: str, since: datetime, until: datetime
-) -> list[tuple[datetime, float]]:
-    answer = cloudwatch.get_metric_statistics(
-        Namespace="AWS/S3",
-        MetricName=metric,
-        Dimensions=[
-            {"Name": "BucketName", "Value": bucket},
-            {"Name": "StorageType", "Value": storage_type},
-        ],
-        StartTime=since - DAY,  # the day before live is the baseline
-        EndTime=until,
-        Period=86400,
-        Statistics=["Average"],
-    )
-    return [(p["Timestamp"], float(p["Average"])) for p in answer.get("Datapoints", [])]
-
-
-def storage_metrics(
-    cloudwatch: Any, bucket: str, since: datetime, until: datetime
-) -> tuple[list[tuple[datetime, float]], list[tuple[datetime, float]]]:
-    """(NumberOfObjects, BucketSizeBytes summed over the storage classes) per day."""
-    objects = _daily(cloudwatch, bucket, "NumberOfObjects", "AllStorageTypes", since, until)
-    sizes: dict[datetime, float] = {}
-    for storage_type in STORAGE_TYPES:
-        for at, value in _daily(cloudwatch, bucket, "BucketSizeBytes", storage_type, since, until):
-            sizes[at] = sizes.get(at, 0.0) + value
-    return objects, sorted(sizes.items())
-
-
-# --- the run kind ---------------------------------------------------------------------------------
-
-
-@run_kind(VOLUME_KIND, title="Measure volume", start_roles=[Role.ENGINEER])
-def volume_plan(params: dict[str, Any]) -> list[PlannedStep]:
-    env = params.get("environment", "")
-    return [PlannedStep(VOLUME_STEP, f"{env}: objects and bytes per day")]
-
-
-def measure(
-    s3: Any,
-    cloudwatch: Any,
-    bucket: str,
-    *,
-    since: datetime,
-    until: datetime,
-    cap: int,
-    log: Callable[[str, str], None],
-) -> dict[str, Any]:
-    """Read the bucket's listing and storage metrics; the figures the review shows."""
-    try:
-        listing = count_listing(list_objects(s3, bucket), since=since, until=until, cap=cap)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
-            raise PermanentStepError(f"The raw bucket {bucket} does not exist.") from None
-        raise
-    log(
-        "read",
-        f"s3://{bucket}: listed {listing.listed} object(s); {listing.objects} in the window, "
-        f"{listing.excluded_smoke} smoke-test upload(s) left out",
-    )
-    if listing.capped:
-        log("warning", f"listing stopped at the cap of {cap} objects")
-    days = window_days(since, until)
-    objects_points, bytes_points = storage_metrics(cloudwatch, bucket, since, until)
-    objects_growth = storage_growth_per_day(objects_points)
-    bytes_growth = storage_growth_per_day(bytes_points)
-    log(
-        "read",
-        f"CloudWatch AWS/S3: {len(objects_points)} NumberOfObjects and {len(bytes_points)} "
-        "BucketSizeBytes daily datapoint(s)",
-    )
-    figures = choose_figures(listing, days, objects_growth, bytes_growth)
-    notes = []
-    if figures["source"] == "listing":
-        notes.append(
-            "CloudWatch has fewer than two days of AWS/S3 storage metrics for this bucket "
-            "(S3 publishes them once a day), so the figures come from the listing."
-        )
-    else:
-        notes.append(
-            "CloudWatch storage growth includes the smoke tests' uploads and overwritten "
-            "versions; the listing below leaves the smoke uploads out."
-        )
-    if listing.capped:
-        notes.append(
-            f"The listing stopped after {cap} objects (ONBOARDING_VOLUME_MAX_OBJECTS): "
-            "its figures count only the objects listed, so they are too low."
-        )
-    return {
-        "bucket": bucket,
-        "since": since.isoformat(),
-        "until": until.isoformat(),
-        "window_days": days,
-        **figures,
-        "source_label": SOURCE_LABELS[figures["source"]],
-        "days": [
-            {"day": day, "objects": n, "bytes": size}
-            for day, (n, size) in sorted(listing.days.items())
-        ],
-        "listing": {
-            "objects": listing.objects,
-            "bytes": listing.bytes,
-            "listed": listing.listed,
-            "excluded_smoke": listing.excluded_smoke,
-            "before_window": listing.before_window,
-            "capped": listing.capped,
-            "cap": cap,
-            "objects_per_day": listing.objects / days,
-            "bytes_per_day": listing.bytes / days,
-        },
-        "cloudwatch": {
-            "objects_datapoints": len(objects_points),
-            "bytes_datapoints": len(bytes_points),
-            "objects_per_day": objects_growth,
-            "bytes_per_day": bytes_growth,
-        },
-        "notes": notes,
-    }
-
-
-@step(VOLUME_STEP, title="Measure objects and bytes per day")
-def volume_measure_step(ctx: StepContext) -> Done:
-    request = step_request(ctx)
-    plan = step_plan(ctx, request)
-    until = timezone.now()
-    live = ctx.params.get("since")
-    since = window_start(until, datetime.fromisoformat(live) if live else None)
-    result = measure(
-        ctx.aws("s3"),
-        ctx.aws("cloudwatch"),
-        plan["bucket"]["name"],
-        since=since,
-        until=until,
-        cap=settings.ONBOARDING_VOLUME_MAX_OBJECTS,
-        log=ctx.log,
-    )
-    return Done(
-        {"environment": ctx.params["environment"], "measured_at": until.isoformat(), **result}
-    )

@@ -17,16 +17,10 @@ from onboarding.models import (
     OnboardingRequest,
     RequestStatus,
 )
-from onboarding.selectors import (
-    request_editor_ids,
-    request_live_approvals,
-    separation_of_duties_problem,
-)
-from onboarding.services.revisions import (
-    locked_request,
-    request_blockers,
-    sync_plan_revision,
-)
+from onboarding.request_state import request_blockers
+from onboarding.rules import separation_of_duties_problem
+from onboarding.selectors import request_editor_ids, request_live_approvals
+from onboarding.services.revisions import locked_request, sync_plan_revision
 from portal.audit import audit_record
 from portal.errors import ApplicationError
 from portal.roles import require_role
@@ -49,6 +43,12 @@ def _require_submitted(request: OnboardingRequest) -> None:
             f"This request is {request.get_status_display().lower()}; only a submitted "
             "request can be decided on."
         )
+
+
+def _decided(request: OnboardingRequest, status: RequestStatus) -> None:
+    request.status = status
+    request.decided_at = timezone.now()
+    request.save(update_fields=["status", "decided_at", "updated_at"])
 
 
 def approval_grant(*, request: OnboardingRequest, actor: Any, role: ApprovalRole) -> Approval:
@@ -81,9 +81,7 @@ def approval_grant(*, request: OnboardingRequest, actor: Any, role: ApprovalRole
             digest=revision.digest,
         )
         if {a.role for a in live} | {role} == set(ApprovalRole):
-            request.status = RequestStatus.APPROVED
-            request.decided_at = timezone.now()
-            request.save(update_fields=["status", "decided_at", "updated_at"])
+            _decided(request, RequestStatus.APPROVED)
             transaction.on_commit(lambda: notifications.approved(request))
         audit_record(
             action="onboarding.approval_granted",
@@ -99,17 +97,18 @@ def approval_grant(*, request: OnboardingRequest, actor: Any, role: ApprovalRole
     return approval
 
 
+# What a decision other than approval does to the request, and the audit event it writes.
+_DECIDED = {
+    Decision.REJECTED: (RequestStatus.REJECTED, "onboarding.request_rejected"),
+    Decision.CHANGES_REQUESTED: (RequestStatus.CHANGES_REQUESTED, "onboarding.changes_requested"),
+}
+
+
 def _decide(
-    *,
-    request: OnboardingRequest,
-    actor: Any,
-    role: ApprovalRole,
-    decision: Decision,
-    comment: str,
-    status: RequestStatus,
-    action: str,
+    request: OnboardingRequest, actor: Any, role: ApprovalRole, decision: Decision, comment: str
 ) -> Approval:
     role = ApprovalRole(role)
+    status, action = _DECIDED[decision]
     _require_approver(actor, request, role)
     comment = (comment or "").strip()
     if len(comment) < MIN_REASON:
@@ -129,9 +128,7 @@ def _decide(
             digest=request.revisions.get(number=request.revision).digest,
             comment=comment,
         )
-        request.status = status
-        request.decided_at = timezone.now()
-        request.save(update_fields=["status", "decided_at", "updated_at"])
+        _decided(request, status)
         audit_record(
             action=action,
             actor=actor,
@@ -146,15 +143,7 @@ def approval_reject(
     *, request: OnboardingRequest, actor: Any, role: ApprovalRole, reason: str
 ) -> Approval:
     """Reject the request, with the reason. A rejected request is closed."""
-    return _decide(
-        request=request,
-        actor=actor,
-        role=role,
-        decision=Decision.REJECTED,
-        comment=reason,
-        status=RequestStatus.REJECTED,
-        action="onboarding.request_rejected",
-    )
+    return _decide(request, actor, role, Decision.REJECTED, reason)
 
 
 def approval_request_changes(
@@ -162,12 +151,4 @@ def approval_request_changes(
 ) -> Approval:
     """Send the request back to the requester with comments. Approvals already given stay
     until the requester changes something."""
-    return _decide(
-        request=request,
-        actor=actor,
-        role=role,
-        decision=Decision.CHANGES_REQUESTED,
-        comment=comments,
-        status=RequestStatus.CHANGES_REQUESTED,
-        action="onboarding.changes_requested",
-    )
+    return _decide(request, actor, role, Decision.CHANGES_REQUESTED, comments)

@@ -29,8 +29,12 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from onboarding.catalog import EnvironmentState, environment_states
-from onboarding.handoff_texts import ConsumersNotice, consumers_notice, parse_recipients
+from onboarding.handoff_texts import (
+    ConsumersNotice,
+    consumers_notice,
+    parse_recipients,
+    runbook_draft,
+)
 from onboarding.models import (
     HandoffItem,
     HandoffMark,
@@ -38,14 +42,15 @@ from onboarding.models import (
     RequestStatus,
     ReviewReminder,
 )
-from onboarding.volume import VOLUME_KIND, VOLUME_STEP, VolumeFigure, compare_volume
+from onboarding.request_state import plan_for
+from onboarding.selectors import EnvironmentState, environment_states, latest_volume
+from onboarding.volume import VolumeFigure, compare_volume
 from portal.audit import audit_record
 from portal.errors import ApplicationError
 from portal.models import Environment
 from portal.notify import Notification, absolute_url, post_slack, send_emails
 from portal.roles import Role, require_role
-from portal.runs.models import Run, RunStatus
-from portal.runs.selectors import runs_of
+from portal.runs.api import Run
 
 MONITOR_FOR = timedelta(hours=48)
 REVIEW_AFTER = timedelta(days=30)
@@ -169,25 +174,6 @@ def _monitored(prod: Environment | None, ps: Any, now: datetime) -> ChecklistIte
     return item
 
 
-def _latest_volume(request: OnboardingRequest) -> tuple[Run | None, dict[str, Any] | None]:
-    runs = runs_of(request, VOLUME_KIND).select_related("created_by")
-    latest = runs.order_by("-created_at", "-pk").first()
-    if latest is None:
-        return None, None
-    passed = runs.filter(status=RunStatus.SUCCEEDED).order_by("-finished_at", "-pk").first()
-    if passed is None:
-        return latest, None
-    output = passed.steps.filter(key=VOLUME_STEP).values_list("output", flat=True).first()
-    if not output:
-        return latest, None
-    return latest, {
-        **output,
-        "run_id": passed.pk,
-        "measured_on": datetime.fromisoformat(output["measured_at"]),
-        "since_on": datetime.fromisoformat(output["since"]),
-    }
-
-
 def handoff_panel(request: OnboardingRequest) -> HandoffState | None:
     """The checklist for the ticket, which shows it once the request is approved."""
     return handoff_state(request) if request.status == RequestStatus.APPROVED else None
@@ -206,7 +192,7 @@ def handoff_state(request: OnboardingRequest, *, now: datetime | None = None) ->
     gate = _gate(request, prod, ps)
     first_live = ps.first_live_at if ps else None
     due = first_live + REVIEW_AFTER if first_live else None
-    volume_run, volume = _latest_volume(request)
+    volume_run, volume = latest_volume(request)
 
     def manual(key: HandoffItem, why_not: str) -> ChecklistItem:
         mine = [m for m in marks if m.item == key]
@@ -263,6 +249,8 @@ def _review_why_not(
 ) -> str:
     if why_not := _live_why_not(request, prod, due):
         return why_not
+    if due is None:  # _live_why_not said why already; tells the type checker
+        return ""
     if now < due:
         return f"the review is due on {due:%Y-%m-%d}"
     if volume is None or datetime.fromisoformat(volume["measured_at"]) < due:
@@ -284,8 +272,6 @@ def _measure_why_not(
 
 
 def _prod_plan(request: OnboardingRequest, prod: Environment | None) -> dict[str, Any]:
-    from onboarding.provisioning import plan_for
-
     if prod is None:
         raise ApplicationError("No environment is marked as production.")
     return plan_for(request, prod)
@@ -298,8 +284,6 @@ def consumers_notice_for(request: OnboardingRequest) -> ConsumersNotice:
 
 
 def runbook_draft_for(request: OnboardingRequest) -> str:
-    from onboarding.handoff_texts import runbook_draft
-
     prod = production_environment()
     return runbook_draft(request, prod, _prod_plan(request, prod))
 

@@ -7,14 +7,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Field, Max
 from django.utils import timezone
 
 from onboarding import notifications
+from onboarding.kinds import plan_diff, validate_samples
 from onboarding.models import (
     ApprovalRole,
     OnboardingRequest,
@@ -22,36 +23,22 @@ from onboarding.models import (
     RequestStatus,
     Sensitivity,
 )
-from onboarding.selectors import (
-    latest_run,
-    may_compare,
-    request_live_approvals,
-)
+from onboarding.request_state import request_blockers, request_current_digest
+from onboarding.rules import SPEC_FIELDS, environment_plans, sample_limits, spec_snapshot
+from onboarding.selectors import latest_run, may_compare, request_live_approvals
 from onboarding.services.revisions import (
     locked_request,
     new_revision,
-    request_blockers,
-    request_current_digest,
     require_editable,
     require_editor,
+    revise,
 )
-from onboarding.services.rules import (
-    PLAN_DIFF_KIND,
-    SPEC_FIELDS,
-    VALIDATE_KIND,
-    environment_plans,
-    sample_limits,
-    spec_snapshot,
-)
-from onboarding.validation import (
-    infer_schema,
-)
+from onboarding.validation import infer_schema
 from portal.audit import audit_record
 from portal.errors import ApplicationError
 from portal.models import Environment
 from portal.roles import Role, require_role
-from portal.runs.models import ACTIVE_RUN_STATUSES, Run
-from portal.runs.services import run_start
+from portal.runs.api import ACTIVE_RUN_STATUSES, Run, run_start
 
 
 def _apply_spec(request: OnboardingRequest, data: Mapping[str, Any]) -> list[str]:
@@ -72,7 +59,7 @@ def _apply_spec(request: OnboardingRequest, data: Mapping[str, Any]) -> list[str
             for choice in Sensitivity:
                 setattr(request, f"sensitivity_{choice.value}", choice.value in chosen)
         else:
-            field_obj = OnboardingRequest._meta.get_field(name)
+            field_obj = cast(Field, OnboardingRequest._meta.get_field(name))  # a spec field
             if value is None and not field_obj.null:
                 value = field_obj.get_default()
             setattr(request, name, value.strip() if isinstance(value, str) else value)
@@ -196,13 +183,12 @@ def request_infer_schema(*, request: OnboardingRequest, actor: Any) -> Onboardin
                 raise ApplicationError(f"No schema could be inferred: {exc}") from None
         request.schema_text = json.dumps(schema, indent=2, sort_keys=False) + "\n"
         request.save(update_fields=["schema_text", "updated_at"])
-        summary = f"Inferred the schema from {len(samples)} sample(s)."
-        revision, _ = new_revision(request, actor=actor, summary=summary)
-        audit_record(
-            action="onboarding.schema_inferred",
+        revise(
+            request,
             actor=actor,
-            obj=request,
-            data={"revision": revision.number, "samples": [s.pk for s in samples]},
+            summary=f"Inferred the schema from {len(samples)} sample(s).",
+            action="onboarding.schema_inferred",
+            data={"samples": [s.pk for s in samples]},
         )
     return request
 
@@ -253,11 +239,11 @@ def request_validate(*, request: OnboardingRequest, actor: Any) -> Run:
             raise ApplicationError("Choose the data format first.")
         if not request.samples.exists():
             raise ApplicationError("Upload sample files first.")
-        running = latest_run(request, VALIDATE_KIND)
+        running = latest_run(request, validate_samples)
         if running is not None and running.status in ACTIVE_RUN_STATUSES:
             raise ApplicationError("A validation of this request is already running.")
         return run_start(
-            kind=VALIDATE_KIND,
+            kind=validate_samples,
             actor=actor,
             params={"request_id": request.pk, "revision": request.revision},
             subject=request,
@@ -285,7 +271,7 @@ def plan_compare_start(*, request: OnboardingRequest, actor: Any, environment: s
         raise ApplicationError(f"There is no plan to compare yet: {unplanned[0].error}")
     label = environment or "all environments"
     return run_start(
-        kind=PLAN_DIFF_KIND,
+        kind=plan_diff,
         actor=actor,
         params={"request_id": request.pk, "environments": names},
         subject=request,

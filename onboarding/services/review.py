@@ -5,13 +5,14 @@ The checklist item that records the review is in `handoff`."""
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from onboarding.catalog import environment_states
+from onboarding.kinds import volume_review
 from onboarding.models import (
     HandoffItem,
     HandoffMark,
@@ -19,15 +20,14 @@ from onboarding.models import (
     RequestStatus,
     ReviewReminder,
 )
+from onboarding.selectors import environment_states, users_with_role
 from onboarding.services.handoff import REVIEW_AFTER, handoff_state, production_environment
-from onboarding.volume import VOLUME_KIND
 from portal.audit import audit_record
 from portal.errors import ApplicationError
 from portal.models import Environment
 from portal.notify import Notification, absolute_url, notify
 from portal.roles import Role, require_role
-from portal.runs.models import Run
-from portal.runs.services import run_start
+from portal.runs.api import Run, run_start
 
 
 def volume_review_start(*, request: OnboardingRequest, actor: Any) -> Run:
@@ -41,7 +41,7 @@ def volume_review_start(*, request: OnboardingRequest, actor: Any) -> Run:
             why = state.measure_why_not or "prod has not gone live yet"
             raise ApplicationError(f"Measuring the volume is not possible yet: {why}.")
         return run_start(
-            kind=VOLUME_KIND,
+            kind=volume_review,
             actor=actor,
             params={
                 "request_id": request.pk,
@@ -56,8 +56,6 @@ def volume_review_start(*, request: OnboardingRequest, actor: Any) -> Run:
 def review_reminders_send(*, now: datetime | None = None) -> list[OnboardingRequest]:
     """Remind the engineers and the requester of every 30-day review that fell due and was
     not reminded of yet (beat, daily). One ReviewReminder row per request: sent once."""
-    from onboarding.selectors import users_with_role
-
     now = now or timezone.now()
     envs = list(Environment.objects.all())
     prod = production_environment(envs)
@@ -95,7 +93,7 @@ def review_reminders_send(*, now: datetime | None = None) -> list[OnboardingRequ
                 obj=request,
                 data={"due": due.isoformat(), "recipients": addresses},
             )
-            transaction.on_commit(lambda r=request, d=due, u=users: _remind(r, d, u))
+            transaction.on_commit(partial(_remind, request, due, users))
         sent.append(request)
     return sent
 

@@ -1,5 +1,6 @@
-"""The current state of a request, the guards every service uses, and revisions: any
-change makes a new revision and voids the approvals of the old one.
+"""The guards every service uses, and revisions: any change makes a new revision and voids
+the approvals of the old one (`revise` records it with its one audit event). The request's
+current state (validation, blockers, digest) is read in `onboarding.request_state`.
 """
 
 from __future__ import annotations
@@ -17,50 +18,10 @@ from onboarding.models import (
     OnboardingRequest,
     RequestRevision,
 )
-from onboarding.selectors import (
-    may_edit,
-    request_live_approvals,
-)
-from onboarding.services.rules import (
-    ValidationState,
-    environment_plans,
-    request_prerequisites,
-    revision_digest,
-    spec_snapshot,
-    submission_blockers,
-    validation_state,
-)
+from onboarding.request_state import request_current_digest
+from onboarding.selectors import may_edit, request_live_approvals
+from portal.audit import audit_record
 from portal.errors import ApplicationError
-from portal.models import Environment
-
-# --- The current state -------------------------------------------------------------------
-
-
-def request_validation_state(request: OnboardingRequest) -> ValidationState:
-    return validation_state(
-        samples=list(request.samples.all()),
-        schema_text=request.schema_text,
-        data_format=request.data_format,
-    )
-
-
-def request_blockers(request: OnboardingRequest) -> list[str]:
-    samples = list(request.samples.all())
-    prerequisites = request_prerequisites(spec=spec_snapshot(request), sample_count=len(samples))
-    validation = validation_state(
-        samples=samples, schema_text=request.schema_text, data_format=request.data_format
-    )
-    return submission_blockers(prerequisites=prerequisites, validation=validation)
-
-
-def request_current_digest(request: OnboardingRequest) -> str:
-    spec = spec_snapshot(request)
-    return revision_digest(
-        spec=spec,
-        samples=request.samples.values_list("sha256", "expected_malformed"),
-        plans=environment_plans(spec=spec, environments=Environment.objects.all()),
-    )
-
 
 # --- Guards ----------------------------------------------------------------------------------
 
@@ -111,6 +72,18 @@ def new_revision(
             lambda: notifications.approvals_voided(request, [a.decided_by for a in voided], reason)
         )
     return revision, voided
+
+
+def revise(
+    request: OnboardingRequest, *, actor: Any, summary: str, action: str, data: dict[str, Any]
+) -> RequestRevision:
+    """A change a person made: a new revision (voiding the old one's approvals, see
+    `new_revision`) and the change's one audit event, which names the new revision."""
+    revision, _ = new_revision(request, actor=actor, summary=summary)
+    audit_record(
+        action=action, actor=actor, obj=request, data={"revision": revision.number, **data}
+    )
+    return revision
 
 
 def sync_plan_revision(request: OnboardingRequest) -> None:

@@ -1,5 +1,6 @@
 """Services of sample files: upload (streamed: size, sha256, format from the content),
-remove, mark as expected malformed, and record a validation report.
+remove, and mark as expected malformed. The validate run records each sample's report
+(`onboarding.request_state.sample_record_report`).
 """
 
 from __future__ import annotations
@@ -11,32 +12,26 @@ from typing import Any
 
 from django.core.files import File
 from django.db import transaction
-from django.utils import timezone
 
 from onboarding.models import (
     DataFormat,
     OnboardingRequest,
     Sample,
 )
+from onboarding.rules import sample_limits
 from onboarding.services.revisions import (
     locked_request,
-    new_revision,
     require_editable,
     require_editor,
-)
-from onboarding.services.rules import (
-    sample_limits,
-    validation_fingerprint,
+    revise,
 )
 from onboarding.validation import (
     SampleFormat,
-    SampleReport,
     check_sample_files,
     detect_format,
     safe_filename,
 )
 from onboarding.validation.types import human_bytes
-from portal.audit import audit_record
 from portal.errors import ApplicationError
 
 MAX_SAMPLE_NAME = 200
@@ -132,15 +127,12 @@ def sample_upload(*, request: OnboardingRequest, actor: Any, files: Sequence[Fil
                 stored.append(sample.file.name)
                 sample.save()
                 samples.append(sample)
-            names = ", ".join(s.original_name for s in samples)
-            summary = f"Added sample(s): {names}."
-            revision, _ = new_revision(request, actor=actor, summary=summary)
-            audit_record(
-                action="onboarding.samples_uploaded",
+            revise(
+                request,
                 actor=actor,
-                obj=request,
+                summary=f"Added sample(s): {', '.join(s.original_name for s in samples)}.",
+                action="onboarding.samples_uploaded",
                 data={
-                    "revision": revision.number,
                     "samples": [
                         {"id": s.pk, "name": s.original_name, "sha256": s.sha256, "size": s.size}
                         for s in samples
@@ -197,17 +189,17 @@ def sample_delete(*, sample: Sample, actor: Any) -> None:
     with transaction.atomic():
         request = locked_request(request)
         require_editable(request)
-        sample = request.samples.select_for_update().filter(pk=sample.pk).first()
-        if sample is None:
+        locked = request.samples.select_for_update().filter(pk=sample.pk).first()
+        if locked is None:
             raise ApplicationError("This sample was already removed.")
-        name, storage_name = sample.original_name, sample.file.name
-        sample.delete()
-        revision, _ = new_revision(request, actor=actor, summary=f"Removed sample {name}.")
-        audit_record(
-            action="onboarding.sample_deleted",
+        name, storage_name = locked.original_name, locked.file.name
+        locked.delete()
+        revise(
+            request,
             actor=actor,
-            obj=request,
-            data={"revision": revision.number, "sample": name, "sha256": sample.sha256},
+            summary=f"Removed sample {name}.",
+            action="onboarding.sample_deleted",
+            data={"sample": name, "sha256": locked.sha256},
         )
         transaction.on_commit(lambda: _sample_storage().delete(storage_name))
 
@@ -225,30 +217,11 @@ def sample_mark(*, sample: Sample, actor: Any, expected_malformed: bool) -> Samp
         sample.expected_malformed = expected_malformed
         sample.save(update_fields=["expected_malformed"])
         verb = "Marked" if expected_malformed else "Unmarked"
-        summary = f"{verb} sample {sample.original_name} as expected malformed."
-        revision, _ = new_revision(request, actor=actor, summary=summary)
-        audit_record(
-            action="onboarding.sample_marked",
+        revise(
+            request,
             actor=actor,
-            obj=request,
-            data={
-                "revision": revision.number,
-                "sample": sample.original_name,
-                "expected_malformed": expected_malformed,
-            },
+            summary=f"{verb} sample {sample.original_name} as expected malformed.",
+            action="onboarding.sample_marked",
+            data={"sample": sample.original_name, "expected_malformed": expected_malformed},
         )
-    return sample
-
-
-def sample_record_report(
-    *, sample: Sample, report: SampleReport, schema_text: str, data_format: str, revision: int
-) -> Sample:
-    """Store a validation step's report on the sample (called by the validate run)."""
-    sample.report = report.to_dict()
-    sample.report_fingerprint = validation_fingerprint(
-        schema_text=schema_text, data_format=data_format, sha256=sample.sha256
-    )
-    sample.report_revision = revision
-    sample.validated_at = timezone.now()
-    sample.save(update_fields=["report", "report_fingerprint", "report_revision", "validated_at"])
     return sample

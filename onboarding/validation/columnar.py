@@ -95,6 +95,7 @@ def seekable_copy(stream: BinaryIO, limits: Limits) -> tuple[BinaryIO, int]:
 
 def read_parquet(stream: BinaryIO, sink: RecordSink, limits: Limits) -> int:
     """Push the rows of a Parquet file into `sink`; returns the file's size."""
+    # import here: pyarrow is slow to import and only Parquet samples need it
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -238,6 +239,7 @@ def _dictionary_key(array: Any) -> tuple:
 def _batch_bytes(batch: Any, pa: Any, lengths: dict) -> int:
     """Bytes the batch stands for once decoded; a dictionary column counts the length of the
     value each row refers to (that is what a row becomes), not the dictionary once."""
+    # import here: pyarrow is slow to import and only Parquet samples need it
     import pyarrow.compute as pc
 
     total = 0
@@ -334,6 +336,7 @@ class _Reader:
 
 def read_avro(source: Any, sink: RecordSink, limits: Limits) -> None:
     """`source` is a counting, size-limited binary reader positioned at the start."""
+    # import here: only Avro samples need fastavro
     import fastavro
 
     reader = _Reader(io.BufferedReader(source, 256 * 1024))

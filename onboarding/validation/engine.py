@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from onboarding.validation.columnar import read_avro, read_parquet
 from onboarding.validation.formats import HEAD_BYTES, compatible, describe_binary, detect_format
 from onboarding.validation.ndjson import TIMEOUT, ChunkResult, ndjson_chunk
+from onboarding.validation.parallel import Helpers
 from onboarding.validation.readers import (
     READ_SIZE,
     Source,
@@ -105,17 +106,21 @@ def rewound(stream: BinaryIO, head: bytes) -> BinaryIO:
             return stream
     except (OSError, ValueError):
         pass
-    return _Prefixed(head, stream)
+    # _Prefixed has the part of BinaryIO the Parquet reader uses: seekable() and read().
+    return cast(BinaryIO, _Prefixed(head, stream))
 
 
 class _Prefixed:
+    """The head already read, then the rest of a stream that cannot seek back."""
+
     def __init__(self, head: bytes, rest: BinaryIO) -> None:
         self.head, self.rest = head, rest
 
     def seekable(self) -> bool:
         return False
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int | None = -1) -> bytes:
+        n = -1 if n is None else n
         data, self.head = self.head, b""
         more = self.rest.read(-1 if n < 0 else max(n - len(data), 0))
         return data + (more or b"")
@@ -252,8 +257,6 @@ class ValidationSink:
             and self.limits.workers > 1
             and self._ndjson_bytes > PARALLEL_AFTER
         ):
-            from onboarding.validation.parallel import Helpers
-
             self._parallel = Helpers.start(self) or False
         if self._parallel:
             self._parallel.submit(chunk, lines_before)

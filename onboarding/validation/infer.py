@@ -155,6 +155,9 @@ class _InferSink:
             value = {k: _csv_value(v, self.limits) for k, v in value.items() if v != ""}
         self.root.add(value)
 
+    def vouched(self, n: int) -> None:
+        pass  # the columnar screen is off for inference (screen = None): never called
+
     def bad_record(self, message: str, path: str = "$") -> None:
         pass  # a sample with broken records still tells us about its good ones
 

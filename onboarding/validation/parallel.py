@@ -201,6 +201,7 @@ def _widen_pipe(stream: Any) -> None:
     """Let a whole chunk sit in the pipe, so sending it never waits for the helper to be
     scheduled (on a busy machine that wait cost more than the helper saved)."""
     try:
+        # import here: fcntl exists only on Unix; elsewhere the pipe keeps its size
         import fcntl
 
         fd = stream.fileno()

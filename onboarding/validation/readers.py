@@ -40,6 +40,13 @@ _SCALAR = re.compile(rb'(?:[^"\[\]{},]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
 _WS = re.compile(rb"[ \t\r\n]*+")
 
 
+def _skip(pattern: re.Pattern[bytes], buffer: bytes | bytearray, pos: int) -> int:
+    """Where a run of `pattern` starting at `pos` ends (each pattern above matches the
+    empty string, so there is always a match)."""
+    found = pattern.match(buffer, pos)
+    return found.end() if found is not None else pos
+
+
 class RecordSink(Protocol):
     records: int
     chunk_bytes: int  # how much NDJSON to read before handing the sink its whole lines
@@ -237,7 +244,7 @@ class _Scanner:
 
     def skip_ws(self) -> None:
         while True:
-            self.pos = _WS.match(self.buffer, self.pos).end()
+            self.pos = _skip(_WS, self.buffer, self.pos)
             if self.pos < len(self.buffer) or not self._more():
                 return
 
@@ -261,7 +268,7 @@ class _Scanner:
         depth = 0
         limit = self.limits.max_depth
         while True:
-            self.pos = _SKIP.match(self.buffer, self.pos).end()
+            self.pos = _skip(_SKIP, self.buffer, self.pos)
             if self.pos >= len(self.buffer) or self.buffer[self.pos] == 0x22:  # end or open "
                 self._grow(start, record)
                 continue
@@ -282,7 +289,7 @@ class _Scanner:
         self._release()
         start = self.pos
         while True:
-            self.pos = _SCALAR.match(self.buffer, self.pos).end()
+            self.pos = _skip(_SCALAR, self.buffer, self.pos)
             if self.pos >= len(self.buffer) or self.buffer[self.pos] == 0x22:
                 self._grow(start, record)
                 continue
@@ -430,11 +437,11 @@ def read_csv(source: Source, sink: RecordSink, limits: Limits, schema: dict) -> 
             raise Rejected(f"Record {record} (line {line_no}) {exc.message}.") from None
         sink.record(value)
     for i in sorted(formulas):
-        rows = ", ".join(str(r) for r in formulas[i])
+        listed = ", ".join(str(r) for r in formulas[i])
         more = formula_counts[i] - len(formulas[i])
         extra = f" and {more} more" if more else ""
         plural = "s" if formula_counts[i] > 1 else ""
-        sink.flag(f"CSV formula cells in row{plural} {rows}{extra} (column {header[i]!r})")
+        sink.flag(f"CSV formula cells in row{plural} {listed}{extra} (column {header[i]!r})")
     sink.finish()
 
 

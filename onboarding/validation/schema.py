@@ -131,7 +131,8 @@ def schema_problems(schema: dict) -> list[SchemaProblem]:
                 '"https://json-schema.org/draft/2020-12/schema".',
             )
         ]
-    import jsonschema  # only here: the meta-schema check; validation itself uses jsonschema_rs
+    # import here: only the meta-schema check needs jsonschema (validation uses jsonschema_rs)
+    import jsonschema
 
     problems: list[SchemaProblem] = []
     kind = jsonschema.Draft7Validator if dialect == DRAFT7 else jsonschema.Draft202012Validator

@@ -63,6 +63,7 @@ class Limits:
     @classmethod
     def from_settings(cls) -> Limits:
         try:
+            # import here: the validation package is pure and runs without Django configured
             from django.conf import settings
 
             configured = settings.configured

@@ -17,9 +17,12 @@ from django.contrib.contenttypes.models import ContentType
 from django.urls import reverse
 from django.utils import timezone
 
-from onboarding.catalog import CatalogEntry, EnvironmentState, catalog_entries, catalog_markdown
+from onboarding.catalog import catalog_markdown
+from onboarding.kinds import provision as PROVISION_KIND
+from onboarding.kinds import smoke_test as SMOKE_KIND
+from onboarding.kinds import teardown as TEARDOWN_KIND
 from onboarding.models import OnboardingRequest
-from onboarding.provisioning import PROVISION_KIND, SMOKE_KIND, TEARDOWN_KIND
+from onboarding.selectors import CatalogEntry, EnvironmentState, catalog_entries
 from portal.runs.models import Run, RunStatus
 from tests.onboarding.test_provisioning import approved_request
 from tests.onboarding.test_requests import (

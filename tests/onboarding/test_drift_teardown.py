@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from onboarding import provisioning as prov
-from onboarding.provisioning import drift
+from onboarding import kinds, selectors, services
+from onboarding.steps.drift import drift_for
 from tests.onboarding.test_provisioning import (
     OTHER_WIDGET,
     approved_request,
@@ -33,7 +33,7 @@ class DriftTests:
         env = env_named(environments)
         plan = plan_of(request, env)
         assert provision(request, engineer).status == "succeeded"
-        assert drift.drift_for(request, env) == []
+        assert drift_for(request, env) == []
 
         c = clients(env)
         c("s3").put_bucket_versioning(
@@ -41,14 +41,14 @@ class DriftTests:
         )
         params = {k: v for k, v in plan["alarm"].items() if k != "Tags"}
         c("cloudwatch").put_metric_alarm(**{**params, "Threshold": 50.0})
-        assert fields(drift.drift_for(request, env)) == {
+        assert fields(drift_for(request, env)) == {
             ("bucket", "versioning"),
             ("alarm", "Threshold"),
         }
 
         # The drift-check run, read only: one step per provisioned environment.
         before = snapshot(plan, env)
-        (run,) = drift.drift_scan_all(actor=personas["ada"])
+        (run,) = services.drift_scan_all(actor=personas["ada"])
         run = drive(run)
         assert run.status == "succeeded", run.error
         (step,) = run.steps.all()
@@ -71,18 +71,18 @@ class DriftTests:
             if entry["action"] == "updated"
         ]
         assert len(updated) == 2, updated
-        assert drift.drift_for(request, env) == []
+        assert drift_for(request, env) == []
 
     def test_only_provisioned_environments_are_checked(self, environments, personas, engineer):
         request = approved_request(personas)
-        assert drift.provisioned_environments(request) == []
-        assert drift.drift_scan_all(actor=personas["ada"]) == []
+        assert selectors.provisioned_environments(request) == []
+        assert services.drift_scan_all(actor=personas["ada"]) == []
         assert provision(request, engineer, env="staging").status == "succeeded"
-        assert drift.provisioned_environments(request) == ["staging"]
+        assert selectors.provisioned_environments(request) == ["staging"]
 
 
 def teardown(request, actor, env="dev"):
-    return drive(start(prov.TEARDOWN_KIND, request, actor, env))
+    return drive(start(kinds.teardown, request, actor, env))
 
 
 class TeardownTests:
@@ -143,7 +143,7 @@ class TeardownTests:
             Bucket=schema["bucket"], Prefix=f"schemas/{plan['source']}/"
         )
         assert not listed.get("Versions") and not listed.get("DeleteMarkers")
-        assert drift.provisioned_environments(request) == []
+        assert selectors.provisioned_environments(request) == []
 
         again = teardown(request, engineer)
         assert again.status == "succeeded", again.error

@@ -21,10 +21,10 @@ from django.utils import timezone
 
 from onboarding import services
 from onboarding.handoff_texts import emails_in, parse_recipients
+from onboarding.kinds import provision as PROVISION_KIND
+from onboarding.kinds import volume_review as VOLUME_KIND
 from onboarding.models import HandoffItem, HandoffMark, OnboardingRequest, ReviewReminder
-from onboarding.provisioning import PROVISION_KIND
 from onboarding.tasks import review_reminders
-from onboarding.volume import VOLUME_KIND
 from portal.errors import ApplicationError
 from portal.models import AuditEvent
 from portal.runs.models import Run

@@ -18,13 +18,8 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
 
-from onboarding.live import (
-    PlanChange,
-    diff_plan,
-    pending,
-    read_live,
-    section_actions,
-)
+from onboarding.aws.diff import PlanChange, diff_plan, pending, section_actions
+from onboarding.aws.live import read_live
 from onboarding.plan import SECTIONS, SourceSpec, TargetEnvironment, build_plan
 
 REGION = "us-east-1"

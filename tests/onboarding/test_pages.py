@@ -12,7 +12,7 @@ from moto import mock_aws
 from onboarding import services
 from onboarding.models import OnboardingRequest, RequestStatus
 from portal import aws
-from portal.runs import engine
+from portal.runs import dispatch
 from portal.runs.models import Run, RunStatus
 from tests.onboarding.test_requests import (
     add_samples,
@@ -249,7 +249,7 @@ class PlanCompareTests:
         assert response.status_code == 302
         run = Run.objects.get(kind="onboarding.plan_diff")
         assert list(run.steps.values_list("params__environment", flat=True)) == ["dev"]
-        engine.advance(run.pk)
+        dispatch.advance(run.pk)
         run.refresh_from_db()
         assert run.status == RunStatus.SUCCEEDED, run.error
         output = run.steps.get().output

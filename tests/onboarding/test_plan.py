@@ -10,8 +10,8 @@ from onboarding.plan import (
     TargetEnvironment,
     build_plan,
     plan_digest,
-    render_plan,
 )
+from onboarding.plan_display import render_plan
 from portal.errors import ApplicationError
 from portal.models import Environment
 

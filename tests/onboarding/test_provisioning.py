@@ -2,7 +2,7 @@
 approval check, the dashboard merge and the security baseline.
 
 Requests are built and approved with the real services (tests/onboarding/test_requests);
-runs are executed in-process with the engine (`engine.advance`). The sandbox is shared by
+runs are executed in-process with the engine (`dispatch.advance`). The sandbox is shared by
 the whole session, so every test onboards a source with a name of its own.
 """
 
@@ -19,16 +19,18 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from onboarding import provisioning as prov
-from onboarding import services
-from onboarding.baseline import security_baseline
-from onboarding.live import pending, read_live
+from onboarding import kinds, services
+from onboarding.aws import apply
+from onboarding.aws.baseline import security_baseline
+from onboarding.aws.diff import pending
+from onboarding.aws.live import read_live
 from onboarding.models import OnboardingRequest
-from onboarding.provision_steps import PROVISION_STEPS
-from onboarding.provisioning import apply, drift
+from onboarding.request_state import plan_for
+from onboarding.steps.drift import drift_for
+from onboarding.steps.provision import PROVISION_STEPS
 from portal import aws
 from portal.models import Environment
-from portal.runs import engine
+from portal.runs import dispatch
 from portal.runs.models import TERMINAL_RUN_STATUSES, Run
 from portal.runs.services import run_retry_step, run_start
 from tests.onboarding.test_requests import (
@@ -66,7 +68,7 @@ def drive(run: Run, timeout: float = 120.0) -> Run:
     """Execute the run in-process until it ends, honouring its waits."""
     deadline = time.monotonic() + timeout
     while True:
-        engine.advance(run.pk)
+        dispatch.advance(run.pk)
         run.refresh_from_db()
         if run.status in TERMINAL_RUN_STATUSES:
             return run
@@ -84,11 +86,11 @@ def start(kind: str, request: OnboardingRequest, actor: Any, env: str = "dev", *
 
 
 def provision(request: OnboardingRequest, actor: Any, env: str = "dev") -> Run:
-    return drive(start(prov.PROVISION_KIND, request, actor, env))
+    return drive(start(kinds.provision, request, actor, env))
 
 
 def plan_of(request: OnboardingRequest, env: Any) -> dict[str, Any]:
-    return prov.plan_for(request, env)
+    return plan_for(request, env)
 
 
 def clients(env: Any) -> Any:
@@ -239,7 +241,7 @@ class ProvisionTests:
         first = provision(request, engineer)
         assert first.status == "succeeded", first.error
         assert "created" in logged_actions(first)
-        assert pending(drift.drift_for(request, env)) == []
+        assert pending(drift_for(request, env)) == []
         before = snapshot(plan, env)
 
         second = provision(request, engineer)
@@ -295,7 +297,7 @@ class ProvisionTests:
         ]
         assert len(tagged) == 1
         assert kms.describe_key(KeyId=plan["kms"]["alias"])["KeyMetadata"]["KeyId"] == tagged[0]
-        assert pending(drift.drift_for(request, env)) == []
+        assert pending(drift_for(request, env)) == []
 
     @pytest.mark.parametrize("key", [key for key, _, _ in PROVISION_STEPS])
     def test_a_worker_dying_after_any_steps_first_write_converges(
@@ -331,7 +333,7 @@ class ProvisionTests:
         assert len(snap["schema_versions"]) == 1
         title = plan["dashboard_widget"]["widget"]["properties"]["title"]
         assert widget_titles(plan, env).count(title) == 1
-        assert pending(drift.drift_for(request, env)) == []
+        assert pending(drift_for(request, env)) == []
 
     def test_an_edit_after_approval_stops_it_before_aws(self, environments, personas, engineer):
         request = approved_request(personas)
@@ -444,7 +446,7 @@ class ProvisionTests:
         request = approved_request(personas)
         for name in ("rita", "sam", "ada"):
             with pytest.raises(PermissionDenied):
-                start(prov.PROVISION_KIND, request, personas[name])
+                start(kinds.provision, request, personas[name])
 
 
 def controls(checks: list[Any]) -> dict[str, Any]:

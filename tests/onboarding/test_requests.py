@@ -19,7 +19,7 @@ from onboarding import services
 from onboarding.models import OnboardingRequest, RequestRevision, RequestStatus
 from portal.errors import ApplicationError
 from portal.models import AuditEvent
-from portal.runs import engine
+from portal.runs import dispatch
 from portal.runs.models import Run
 
 SCHEMA: dict[str, Any] = {
@@ -100,7 +100,7 @@ def add_samples(
 def validate(request: OnboardingRequest, user: Any) -> Run:
     """Start the validation run and execute it in-process."""
     run = services.request_validate(request=request, actor=user)
-    engine.advance(run.pk)
+    dispatch.advance(run.pk)
     run.refresh_from_db()
     return run
 

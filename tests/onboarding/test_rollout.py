@@ -11,13 +11,14 @@ from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
 from onboarding import services
-from onboarding.provisioning import PROVISION_KIND, TEARDOWN_KIND
+from onboarding.kinds import provision as PROVISION_KIND
+from onboarding.kinds import teardown as TEARDOWN_KIND
 from portal.errors import ApplicationError
 from portal.models import AuditEvent
-from portal.runs import engine
+from portal.runs import dispatch
+from portal.runs.gates import CONFIRM_STEP
 from portal.runs.models import Run
 from portal.runs.services import run_confirm_step
-from portal.runs.gates import CONFIRM_STEP
 from tests.onboarding.test_provisioning import (
     approved_request,
     drive,
@@ -149,7 +150,7 @@ class SuccessCriteriaTests:
         assert b'data-criterion="security" data-passed="true"' in body
 
     def test_a_security_gap_made_by_hand_shows_as_not_met(self, environments, personas, engineer):
-        from onboarding.provisioning import plan_for
+        from onboarding.request_state import plan_for
         from portal import aws
 
         request = approved_request(personas)
@@ -171,12 +172,12 @@ class DriftFlagTests:
     def test_a_change_by_hand_is_flagged_on_the_ticket_and_the_dashboard(
         self, environments, personas, engineer, client
     ):
-        from onboarding.provisioning import drift, plan_for
+        from onboarding.request_state import plan_for
         from portal import aws
 
         request = approved_request(personas)
         assert step(request, engineer, "dev", "provision").status == "succeeded"
-        (clean,) = drift.drift_scan_all(actor=engineer)
+        (clean,) = services.drift_scan_all(actor=engineer)
         drive(clean)
         client.force_login(engineer)
         ticket = reverse("onboarding:request-detail", args=[request.number])
@@ -189,7 +190,7 @@ class DriftFlagTests:
         aws.client("s3", dev).put_bucket_versioning(
             Bucket=bucket, VersioningConfiguration={"Status": "Suspended"}
         )
-        (found,) = drift.drift_scan_all(actor=engineer)
+        (found,) = services.drift_scan_all(actor=engineer)
         drive(found)
 
         body = client.get(ticket).content.decode()
@@ -205,7 +206,7 @@ def park(run: Run, timeout: float = 30.0) -> Run:
     """Execute the run in-process until it waits for a person (or ends)."""
     deadline = time.monotonic() + timeout
     while True:
-        engine.advance(run.pk)
+        dispatch.advance(run.pk)
         run.refresh_from_db()
         if run.is_terminal or (run.status == "waiting" and run.wake_at is None):
             return run
@@ -228,11 +229,11 @@ class ProdConfirmationTests:
         for name in ("rita", "sam", "ada"):
             with pytest.raises(PermissionDenied):
                 run_confirm_step(run=run, step_id=gate.pk, actor=personas[name])
-        assert not AuditEvent.objects.filter(action="step.confirmed").exists()
+        assert not AuditEvent.objects.filter(action="step.decided").exists()
 
         run_confirm_step(run=run, step_id=gate.pk, actor=eddie)
 
-        (event,) = AuditEvent.objects.filter(action="step.confirmed")
+        (event,) = AuditEvent.objects.filter(action="step.decided")
         assert event.actor == eddie
         with pytest.raises(ApplicationError, match="eddie already confirmed"):
             run_confirm_step(run=run, step_id=gate.pk, actor=eddie)
@@ -280,19 +281,21 @@ class ProdConfirmationTests:
         assert 'data-testid="awaiting-prod"' in awaiting
         assert 'hx-trigger="every 10.0s"' in awaiting  # a person may take hours: look less often
         page = client.get(reverse("runs:detail", args=[run.pk])).content.decode()
-        assert 'data-testid="confirm-step"' not in page
+        assert 'data-testid="decide-confirm"' not in page
         assert "You started this run" in page
         client.force_login(personas["rita"])
         page = client.get(reverse("runs:detail", args=[run.pk])).content.decode()
-        assert 'data-testid="confirm-step"' not in page
+        assert 'data-testid="decide-confirm"' not in page
 
         client.force_login(eddie)
         gate = run.steps.get(key=CONFIRM_STEP)
         assert (
-            'data-testid="confirm-step"'
+            'data-testid="decide-confirm"'
             in client.get(reverse("runs:detail", args=[run.pk])).content.decode()
         )
-        response = client.post(reverse("runs:step-confirm", args=[run.pk, gate.pk]))
+        response = client.post(
+            reverse("runs:step-decide", args=[run.pk, gate.pk]), {"choice": "confirm"}
+        )
         assert response.status_code == 302
 
         assert drive(run).status == "succeeded", run.error

@@ -4,8 +4,9 @@ Functions, processed output and metadata checked, latency against the SLA."""
 
 from __future__ import annotations
 
-from onboarding import provisioning as prov
-from onboarding.provision_steps import p95, smoke_samples
+from onboarding import kinds
+from onboarding.rules import p95
+from onboarding.steps.smoke import smoke_samples
 from tests.onboarding.test_provisioning import (
     approved_request,
     clients,
@@ -28,7 +29,7 @@ class SmokeTests:
         plan = plan_of(request, env)
         assert provision(request, engineer).status == "succeeded"
 
-        run = drive(start(prov.SMOKE_KIND, request, engineer))
+        run = drive(start(kinds.smoke_test, request, engineer))
         assert run.status == "succeeded", run.error
         result = run.steps.get(key="onboarding.smoke_verify").output
         assert result["passed"] is True
@@ -64,7 +65,7 @@ class SmokeTests:
             ContentType="application/json",
         )
 
-        run = drive(start(prov.SMOKE_KIND, request, engineer))
+        run = drive(start(kinds.smoke_test, request, engineer))
         assert run.status == "failed"
         failed = run.steps.get(status="failed")
         assert failed.key == "onboarding.smoke_wait"
@@ -74,7 +75,7 @@ class SmokeTests:
         self, environments, personas, engineer
     ):
         request = approved_request(personas)
-        run = drive(start(prov.SMOKE_KIND, request, engineer))
+        run = drive(start(kinds.smoke_test, request, engineer))
         assert run.status == "failed"
         assert "provision dev first" in run.steps.get(status="failed").error
 

@@ -1,4 +1,4 @@
-"""Validation as a run (onboarding.validate), executed in-process with engine.advance on
+"""Validation as a run (onboarding.validate), executed in-process with dispatch.advance on
 real generated sample files, and schema inference from the samples."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from onboarding.models import Sample
 from onboarding.validation import SampleReport, check_schema
 from portal.errors import ApplicationError
 from portal.models import AuditEvent
-from portal.runs import engine
+from portal.runs import dispatch
 from portal.runs.models import RunStatus, StepStatus
 from tests.onboarding.test_requests import (
     SCHEMA,
@@ -124,7 +124,7 @@ class ValidationRunTests:
         run = services.request_validate(request=request, actor=personas["erin"])
         with pytest.raises(ApplicationError, match="already running"):
             services.request_validate(request=request, actor=rita)
-        engine.advance(run.pk)
+        dispatch.advance(run.pk)
         assert services.request_validate(request=request, actor=rita).pk != run.pk
 
     def test_others_may_not_validate(self, rita, personas):
@@ -167,7 +167,7 @@ class ValidationRunTests:
         running = client.get(url, headers={"HX-Request": "true"})
         assert running.status_code == 200
         assert 'hx-trigger="every 1s"' in running.content.decode()
-        engine.advance(run.pk)
+        dispatch.advance(run.pk)
         done = client.get(url, headers={"HX-Request": "true"})
         assert done.status_code == 286
         body = done.content.decode()

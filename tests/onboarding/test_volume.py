@@ -12,16 +12,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from onboarding import services
+from onboarding.aws.volume import measure
+from onboarding.kinds import smoke_test as SMOKE_KIND
+from onboarding.kinds import volume_review as VOLUME_KIND
 from onboarding.models import HandoffMark
-from onboarding.provisioning import SMOKE_KIND
 from onboarding.volume import (
     SOURCE_LABELS,
-    VOLUME_KIND,
     choose_figures,
     compare_figure,
     compare_volume,
     count_listing,
-    measure,
     storage_growth_per_day,
     window_days,
     window_start,

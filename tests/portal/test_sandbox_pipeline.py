@@ -28,7 +28,8 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from onboarding.live import diff_section, read_section
+from onboarding.aws.diff import diff_section
+from onboarding.aws.live import read_section
 from onboarding.plan import SourceSpec, TargetEnvironment, build_plan
 from portal import aws
 from portal.sandbox import pipeline

@@ -1,8 +1,11 @@
-"""The pure decisions of an onboarding request: no database or storage access, so they
-are trivially tested.
+"""The pure decisions of runbook 1: no database or storage access, so they are trivially
+tested. Services, selectors and steps all decide with these.
 
-The prerequisites checklist, whether the samples behave as marked, what blocks a
-submission, the plan per environment and the digest an approval binds to.
+- a request: the prerequisites checklist, whether the samples behave as marked, what
+  blocks a submission, the plan per environment and the digest an approval binds to;
+- the smoke test: how many files it uploads (`smoke_file_limit`) and the latency it must
+  stay under (`sla_seconds`, `latency_problem`);
+- the success criteria: the files goal (`FILES_GOAL`, `files_goal_met`).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +36,6 @@ from portal.errors import ApplicationError
 from portal.models import Environment
 
 MIN_SAMPLES = 10  # SOP-001 prerequisites: at least 10 representative samples
-VALIDATE_KIND = "onboarding.validate"
-PLAN_DIFF_KIND = "onboarding.plan_diff"
 
 # The spec, in form order, with the label a summary of changes uses.
 SPEC_FIELDS: dict[str, str] = {
@@ -299,3 +301,57 @@ def revision_digest(
     }
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# --- The smoke test ----------------------------------------------------------------------------
+
+SMOKE_PRODUCTION_FILES = 5
+SMOKE_MAX_FILES = 10
+# The p95 latency a smoke test must stay under, per latency SLA of the spec.
+SLA_SECONDS = {"realtime": 10.0, "hourly": 30.0, "daily": 24 * 3600.0}
+
+
+def smoke_file_limit(environment: Any) -> int:
+    """How many valid samples a smoke test uploads at most: 5 in production, else 10."""
+    return SMOKE_PRODUCTION_FILES if environment.is_production else SMOKE_MAX_FILES
+
+
+def sla_seconds(latency_sla: str) -> float:
+    """The latency a smoke test's p95 must stay under (hourly when the spec says nothing)."""
+    return SLA_SECONDS.get(latency_sla, SLA_SECONDS["hourly"])
+
+
+def p95(values: list[float]) -> float:
+    """The 95th percentile by nearest rank (the value 95% of the samples are at or below)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def latency_problem(observed: float, sla: float) -> str:
+    """Why a p95 latency fails the SLA; empty when it is under it."""
+    if observed >= sla:
+        return f"p95 latency {observed:.1f} s is not under the SLA of {sla:.0f} s"
+    return ""
+
+
+# --- The success criteria ----------------------------------------------------------------------
+
+FILES_GOAL = 100  # SOP-001: 100 files processed successfully without errors
+
+
+def files_goal_met(succeeded: int, failed: int) -> bool:
+    return succeeded >= FILES_GOAL and failed == 0
+
+
+def separation_of_duties_problem(
+    *, user: Any, request: OnboardingRequest, editor_ids: Iterable[int]
+) -> str:
+    """Why `user` may not decide on this request at all; empty when they may.
+
+    Neither the requester nor anyone who edited the request (any of its revisions, whose
+    content the current one carries) may approve, reject or request changes."""
+    if request.requested_by_id == user.pk:
+        return "You requested this source, so you cannot decide on it."
+    if user.pk in set(editor_ids):
+        return "You edited this request, so you cannot decide on it."
+    return ""

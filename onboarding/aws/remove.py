@@ -1,5 +1,7 @@
-"""Teardown: remove what provisioning made, one idempotent function per section. Data is
-never deleted: the raw bucket goes only when it holds no object version and no delete marker."""
+"""Teardown: remove what provisioning made, one idempotent `remove_*` per section (the
+teardown run's steps, in `onboarding.steps.teardown`); what is already gone logs
+"unchanged". Data is never deleted: the raw bucket goes only when it holds no object
+version and no delete marker."""
 
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from onboarding.provisioning import Clients, Log, dashboard_lock, error_code
-from onboarding.provisioning.apply import read_dashboard, widget_title
+from onboarding.aws.apply import Log, dashboard_lock
+from onboarding.aws.live import Clients, absent, read_dashboard, widget_title
 from portal.errors import ApplicationError
 
 # --- teardown ---------------------------------------------------------------------------------
@@ -21,7 +23,7 @@ def remove_target_and_rule(plan: dict[str, Any], clients: Clients, log: Log) -> 
     try:
         targets = events.list_targets_by_rule(Rule=rule["name"], EventBusName=bus)["Targets"]
     except ClientError as exc:
-        if error_code(exc) != "ResourceNotFoundException":
+        if not absent(exc):
             raise
         log("unchanged", f"EventBridge rule {rule['name']} is already gone")
         return {"rule": "unchanged", "targets": "unchanged"}
@@ -41,7 +43,7 @@ def remove_notifications(plan: dict[str, Any], clients: Clients, log: Log) -> di
     try:
         current = s3.get_bucket_notification_configuration(Bucket=name)
     except ClientError as exc:
-        if error_code(exc) not in ("NoSuchBucket", "404"):
+        if not absent(exc):
             raise
         log("unchanged", f"S3 bucket {name} is already gone")
         return {"notifications": "unchanged"}
@@ -126,7 +128,7 @@ def remove_bucket_if_empty(plan: dict[str, Any], clients: Clients, log: Log) -> 
     try:
         held = _versions(s3, name)
     except ClientError as exc:
-        if error_code(exc) not in ("NoSuchBucket", "404"):
+        if not absent(exc):
             raise
         log("unchanged", f"S3 bucket {name} is already gone")
         return {"bucket": "unchanged"}

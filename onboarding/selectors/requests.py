@@ -1,4 +1,7 @@
-"""Reads of onboarding requests that pages and services share, and who may do what.
+"""Reads of onboarding requests that pages and services share, and who may do what: the
+approvals a user may give or decide on (the separation of duties itself is a rule,
+`onboarding.rules.separation_of_duties_problem`) and the buttons a user may press on a
+ticket (`request_permissions`).
 
 List reads run a constant number of queries however many rows there are.
 """
@@ -28,10 +31,10 @@ from onboarding.models import (
     RequestStatus,
     Sensitivity,
 )
+from onboarding.rules import separation_of_duties_problem
 from portal.models import AuditEvent
 from portal.roles import Role, has_role, roles_of
-from portal.runs.models import Run
-from portal.runs.selectors import runs_of
+from portal.runs.api import Run, RunKind, runs_of
 
 _KEY_RE = re.compile(r"^\s*(?:data-)?(\d+)\s*$", re.IGNORECASE)
 _RUN_ACTIONS = ("run.started", "run.succeeded", "run.failed", "run.cancelled")
@@ -62,20 +65,6 @@ def may_compare(user: Any) -> bool:
 
 def approver_roles(user: Any) -> list[ApprovalRole]:
     return [role for role, group in APPROVER_ROLE.items() if has_role(user, group)]
-
-
-def separation_of_duties_problem(
-    *, user: Any, request: OnboardingRequest, editor_ids: Iterable[int]
-) -> str:
-    """Why `user` may not decide on this request at all; empty when they may.
-
-    Neither the requester nor anyone who edited the request (any of its revisions, whose
-    content the current one carries) may approve, reject or request changes."""
-    if request.requested_by_id == user.pk:
-        return "You requested this source, so you cannot decide on it."
-    if user.pk in set(editor_ids):
-        return "You edited this request, so you cannot decide on it."
-    return ""
 
 
 def grantable_roles(
@@ -154,8 +143,9 @@ def request_runs(request: OnboardingRequest) -> QuerySet[Run]:
     return runs_of(request).order_by("-created_at", "-id")
 
 
-def latest_run(request: OnboardingRequest, kind: str) -> Run | None:
-    return request_runs(request).filter(kind=kind).first()
+def latest_run(request: OnboardingRequest, kind: RunKind | str) -> Run | None:
+    """The request's newest run of `kind` (an `onboarding.kinds` kind), if any."""
+    return runs_of(request, kind).order_by("-created_at", "-id").first()
 
 
 def users_with_role(*roles: Role) -> list[Any]:
@@ -364,6 +354,8 @@ def request_timeline(request: OnboardingRequest) -> list[TimelineEntry]:
         )
     voided = request.approvals.exclude(voided_at=None).select_related("decided_by")
     for approval in voided:
+        if approval.voided_at is None:  # excluded above; tells the type checker
+            continue
         entries.append(
             TimelineEntry(
                 approval.voided_at,

@@ -1,33 +1,21 @@
-"""SOP-001's success criteria, measured live for one environment: a run kind whose one step
-reads the evidence (metadata table, validation reports, the last smoke test, the bucket's
-security baseline, the alarm, the dashboard) and records each criterion with when it was
-measured. The ticket shows the newest result per environment."""
+"""SOP-001's success criteria, measured live for one environment: the one step of the
+success-criteria run reads the evidence (metadata table, validation reports, the newest
+passing smoke test, the bucket's security baseline, the alarm, the dashboard) and records
+each criterion with when it was measured. The goals are the rules of `onboarding.rules`
+(`files_goal_met`, the smoke test's SLA)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.utils import timezone
 
-from onboarding.baseline import security_baseline
-from onboarding.provision_steps import step_plan, step_request
-from onboarding.provisioning import CRITERIA_KIND, SMOKE_KIND
-from portal.roles import Role
-from portal.runs.engine import StepContext
-from portal.runs.models import RunStatus
-from portal.runs.registry import Done, PlannedStep, run_kind, step
-from portal.runs.selectors import runs_of
-
-FILES_GOAL = 100
-
-
-@run_kind(
-    CRITERIA_KIND, title="Measure the success criteria", start_roles=[Role.ENGINEER, Role.ADMIN]
-)
-def criteria_plan(params: dict[str, Any]) -> list[PlannedStep]:
-    env = params.get("environment", "")
-    return [PlannedStep("onboarding.success_criteria", f"{env}: success criteria")]
+from onboarding.aws.baseline import security_baseline
+from onboarding.aws.live import read_dashboard, widget_title
+from onboarding.models import OnboardingRequest
+from onboarding.rules import FILES_GOAL, files_goal_met
+from onboarding.steps.common import rule_stops_run, step_plan, step_request
+from portal.runs.api import Done, StepContext, step
 
 
 def _criterion(key: str, title: str, passed: bool | None, evidence: str) -> dict[str, Any]:
@@ -59,12 +47,12 @@ def _files_processed(ctx: StepContext, plan: dict[str, Any]) -> dict[str, Any]:
     return _criterion(
         "files",
         f"{FILES_GOAL} files processed successfully without errors",
-        ok >= FILES_GOAL and failed == 0,
+        files_goal_met(ok, failed),
         f"{ok} succeeded, {failed} failed (metadata table {table})",
     )
 
 
-def _malformed_caught(request: Any) -> dict[str, Any]:
+def _malformed_caught(request: OnboardingRequest) -> dict[str, Any]:
     marked = list(request.samples.filter(expected_malformed=True))
     caught = [s for s in marked if (s.report or {}).get("invalid_count", 0) > 0]
     return _criterion(
@@ -75,28 +63,23 @@ def _malformed_caught(request: Any) -> dict[str, Any]:
     )
 
 
-def _latency(request: Any, environment: str) -> dict[str, Any]:
-    smoke = (
-        runs_of(request, SMOKE_KIND)
-        .filter(status=RunStatus.SUCCEEDED, params__environment=environment)
-        .order_by("-finished_at")
-        .first()
-    )
-    verify = smoke.steps.filter(key="onboarding.smoke_verify").first() if smoke else None
-    if verify is None:
+def _latency(smoke: dict[str, Any] | None) -> dict[str, Any]:
+    """`smoke`: the newest passing smoke test in the environment when the run was planned
+    (run_id, p95_seconds, sla_seconds, files), or None."""
+    if smoke is None:
         return _criterion("latency", "Latency SLA met (p95)", None, "no passing smoke test yet")
-    out = verify.output
     return _criterion(
         "latency",
         "Latency SLA met (p95)",
-        out["p95_seconds"] < out["sla_seconds"],
-        f"p95 {out['p95_seconds']:.2f} s against {out['sla_seconds']:.0f} s "
-        f"(smoke test run #{smoke.pk}, {len(out['files'])} files)",
+        smoke["p95_seconds"] < smoke["sla_seconds"],
+        f"p95 {smoke['p95_seconds']:.2f} s against {smoke['sla_seconds']:.0f} s "
+        f"(smoke test run #{smoke['run_id']}, {smoke['files']} files)",
     )
 
 
 def _security(ctx: StepContext, plan: dict[str, Any]) -> dict[str, Any]:
-    checks = security_baseline(ctx.aws("s3"), plan["bucket"]["name"])
+    with rule_stops_run():
+        checks = security_baseline(ctx.aws("s3"), plan["bucket"]["name"])
     failed = [c for c in checks if c.passed is False]
     ctx.log("read", f"security baseline: {len(checks)} checks, {len(failed)} failed")
     evidence = "; ".join(f"{c.control}: {c.evidence}" for c in failed) or ", ".join(
@@ -112,11 +95,8 @@ def _monitoring(ctx: StepContext, plan: dict[str, Any]) -> dict[str, Any]:
     state = alarms[0]["StateValue"] if alarms else "MISSING"
     dashboard = plan["dashboard_widget"]["dashboard_name"]
     title = plan["dashboard_widget"]["widget"]["properties"]["title"]
-    try:
-        body = json.loads(cw.get_dashboard(DashboardName=dashboard)["DashboardBody"])
-    except cw.exceptions.ResourceNotFound:
-        body = {"widgets": []}
-    present = any(w.get("properties", {}).get("title") == title for w in body.get("widgets", []))
+    widgets = read_dashboard(cw, dashboard).get("widgets", [])
+    present = any(widget_title(w) == title for w in widgets)
     ctx.log("read", f"alarm {name} is {state}; widget {title!r} present: {present}")
     return _criterion(
         "monitoring",
@@ -134,21 +114,8 @@ def success_criteria_step(ctx: StepContext) -> Done:
     criteria = [
         _files_processed(ctx, plan),
         _malformed_caught(request),
-        _latency(request, ctx.params["environment"]),
+        _latency(ctx.params.get("smoke")),
         _security(ctx, plan),
         _monitoring(ctx, plan),
     ]
     return Done({"measured_at": timezone.now().isoformat(), "criteria": criteria})
-
-
-def latest_criteria(request: Any) -> dict[str, dict[str, Any]]:
-    """The newest measured criteria per environment name."""
-    runs = (
-        runs_of(request, CRITERIA_KIND).filter(status=RunStatus.SUCCEEDED).order_by("finished_at")
-    )
-    result: dict[str, dict[str, Any]] = {}
-    for run in runs.prefetch_related("steps"):
-        step_ = next(iter(run.steps.all()), None)
-        if step_ is not None:
-            result[run.params.get("environment", "")] = {"run": run, **step_.output}
-    return result

@@ -1,29 +1,64 @@
-"""Apply the approved plan to one environment, one idempotent function per section."""
+"""Apply an approved plan to one environment: one idempotent `apply_*` per plan section
+(the provision run's steps, in `onboarding.steps.provision`).
+
+Every `apply_*` function reads its section (`onboarding.aws.live`), changes only the fields
+that differ (`onboarding.aws.diff.changed_fields`), and logs one created / updated /
+unchanged line per thing it touches. Running it twice, or after a crash in the middle,
+converges on the plan and never makes a second resource: the bucket, rule, target, alarm
+and dashboard widget are found by name, the dedicated KMS key by its alias
+(`portal.aws.ensure_kms_key`). A broken rule (a bucket in another region, a disabled key)
+raises ApplicationError.
+
+`clients(service)` returns a boto3 client for the plan's environment (in steps, ``ctx.aws``);
+`log(action, message)` is ``ctx.log``.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
+from django.db import transaction
 
-from onboarding.live import normalise, read_section, tags_dict
-from onboarding.provisioning import (
-    Clients,
-    Log,
-    changed_fields,
-    dashboard_lock,
-    error_code,
-    live_sections,
-    tag_list,
-)
-from portal.aws import ensure_kms_key
+from onboarding.aws.diff import changed_fields, normalise, tags_dict
+from onboarding.aws.live import Clients, absent, read_dashboard, read_section, widget_title
+from portal.aws import ensure_kms_key, error_code
 from portal.errors import ApplicationError
+from portal.models import Environment
+
+Log = Callable[[str, str], None]
 
 _SERIALIZER = TypeSerializer()
+
+
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+
+
+def kms_tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"TagKey": key, "TagValue": value} for key, value in sorted(tags.items())]
+
+
+def live_sections(plan: dict[str, Any], clients: Clients, *sections: str) -> dict[str, Any]:
+    return {section: read_section(plan, clients, section) for section in sections}
+
+
+@contextmanager
+def dashboard_lock(plan: dict[str, Any]) -> Iterator[None]:
+    """Hold while reading, changing and writing back an environment's shared dashboard.
+    CloudWatch has no conditional PutDashboard, so two runs merging their widgets at the
+    same moment would each write back what they read and one widget would be lost. The
+    lock is the environment's row (PostgreSQL: FOR UPDATE; SQLite: the IMMEDIATE
+    transaction already holds the one write lock) for the two AWS calls."""
+    with transaction.atomic():
+        name = plan["environment"]["name"]
+        list(Environment.objects.select_for_update().filter(name=name).values_list("pk"))
+        yield
 
 
 # --- apply: KMS ---------------------------------------------------------------------------------
@@ -62,10 +97,7 @@ def apply_kms(plan: dict[str, Any], clients: Clients, log: Log) -> dict[str, Any
     if "description" in changed:
         kms.update_key_description(KeyId=key_id, Description=planned["description"])
     if "tags" in changed:
-        kms.tag_resource(
-            KeyId=key_id,
-            Tags=[{"TagKey": k, "TagValue": v} for k, v in sorted(planned["tags"].items())],
-        )
+        kms.tag_resource(KeyId=key_id, Tags=kms_tag_list(planned["tags"]))
     for field in ("rotation_enabled", "key_policy", "description", "tags"):
         done = "unchanged" if field not in changed else "updated"
         if action == "created" and done == "updated":
@@ -106,7 +138,7 @@ def ensure_bucket_exists(plan: dict[str, Any], clients: Clients, log: Log) -> st
     try:
         s3.head_bucket(Bucket=bucket["name"])
     except ClientError as exc:
-        if error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+        if not absent(exc):
             raise
     else:
         log("unchanged", f"S3 bucket {bucket['name']} exists")
@@ -210,62 +242,68 @@ def apply_notifications(plan: dict[str, Any], clients: Clients, log: Log) -> dic
 # --- apply: EventBridge -----------------------------------------------------------------------
 
 
+def _current(
+    plan: dict[str, Any], clients: Clients, section: str
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The section as AWS has it (None when absent), and {field: change} where it differs."""
+    live = live_sections(plan, clients, section)
+    return live[section], changed_fields(plan, live, section)
+
+
+def _retag(
+    client: Any, arn: str, section: str, current: Any, planned: list[dict[str, str]]
+) -> None:
+    """Put the planned tags on a rule or an alarm and take off every other tag (aws:* tags
+    are AWS's own and stay)."""
+    extra = set(normalise(section, "tags", current)) - set(tags_dict(planned))
+    if extra:
+        client.untag_resource(ResourceARN=arn, TagKeys=sorted(extra))
+    client.tag_resource(ResourceARN=arn, Tags=planned)
+
+
+def _alarm_arn(cw: Any, name: str) -> str:
+    return cw.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]["AlarmArn"]
+
+
 def apply_rule(plan: dict[str, Any], clients: Clients, log: Log) -> dict[str, Any]:
     """The rule matching objects created under incoming/ in the raw bucket."""
     events, rule = clients("events"), plan["rule"]
-    live = live_sections(plan, clients, "rule")
-    changed = changed_fields(plan, live, "rule")
-    action = "unchanged"
-    if live["rule"] is None:
-        events.put_rule(
-            Name=rule["name"],
-            EventBusName=rule["event_bus"],
-            EventPattern=json.dumps(rule["event_pattern"]),
-            State=rule["state"],
-            Description=rule["description"],
-            Tags=tag_list(rule["tags"]),
-        )
-        action = "created"
-    elif set(changed) - {"tags"}:
-        events.put_rule(
-            Name=rule["name"],
-            EventBusName=rule["event_bus"],
-            EventPattern=json.dumps(rule["event_pattern"]),
-            State=rule["state"],
-            Description=rule["description"],
-        )
+    current, changed = _current(plan, clients, "rule")
+    put = {
+        "Name": rule["name"],
+        "EventBusName": rule["event_bus"],
+        "EventPattern": json.dumps(rule["event_pattern"]),
+        "State": rule["state"],
+        "Description": rule["description"],
+    }
+    if current is None:
+        events.put_rule(**put, Tags=tag_list(rule["tags"]))
+        log("created", f"EventBridge rule {rule['name']}")
+        return {"rule": rule["name"], "actions": {"rule": "created", "tags": "unchanged"}}
+    action = tags = "unchanged"
+    if set(changed) - {"tags"}:
+        events.put_rule(**put)
         action = "updated"
     log(action, f"EventBridge rule {rule['name']}")
-    tags = "unchanged" if action == "created" else _retag_rule(events, plan, live, changed)
-    if action != "created":
-        log(tags, f"EventBridge rule {rule['name']}: tags")
+    if "tags" in changed:
+        _retag(events, current["arn"], "rule", current["tags"], tag_list(rule["tags"]))
+        tags = "updated"
+    log(tags, f"EventBridge rule {rule['name']}: tags")
     return {"rule": rule["name"], "actions": {"rule": action, "tags": tags}}
-
-
-def _retag_rule(events: Any, plan: dict[str, Any], live: dict[str, Any], changed: dict) -> str:
-    if "tags" not in changed:
-        return "unchanged"
-    arn = live["rule"]["arn"]
-    planned = plan["rule"]["tags"]
-    extra = set(normalise("rule", "tags", live["rule"]["tags"])) - set(planned)
-    if extra:
-        events.untag_resource(ResourceARN=arn, TagKeys=sorted(extra))
-    events.tag_resource(ResourceARN=arn, Tags=tag_list(planned))
-    return "updated"
 
 
 def apply_target(plan: dict[str, Any], clients: Clients, log: Log) -> dict[str, Any]:
     """The rule's target: the environment's state machine, through the events role."""
     events, target = clients("events"), plan["target"]
-    live = live_sections(plan, clients, "target")
+    current, changed = _current(plan, clients, "target")
     action = "unchanged"
-    if changed_fields(plan, live, "target"):
+    if changed:
         events.put_targets(
             Rule=target["rule"],
             EventBusName=plan["rule"]["event_bus"],
             Targets=[{"Id": target["Id"], "Arn": target["Arn"], "RoleArn": target["RoleArn"]}],
         )
-        action = "created" if live["target"] is None else "updated"
+        action = "created" if current is None else "updated"
     log(action, f"EventBridge target {target['Id']} of {target['rule']} → {target['Arn']}")
     return {"rule": target["rule"], "actions": {"target": action}}
 
@@ -281,11 +319,11 @@ def apply_schema_object(
     s3, planned = clients("s3"), plan["schema_object"]
     body = schema_text.encode("utf-8")
     sha = hashlib.sha256(body).hexdigest()
-    live = live_sections(plan, clients, "schema_object")
-    differs = bool(changed_fields(plan, live, "schema_object"))
-    if live["schema_object"] is not None and not differs:
-        current = s3.get_object(Bucket=planned["bucket"], Key=planned["key"])["Body"].read()
-        differs = hashlib.sha256(current).hexdigest() != sha
+    current, changed = _current(plan, clients, "schema_object")
+    differs = bool(changed)
+    if current is not None and not differs:
+        stored = s3.get_object(Bucket=planned["bucket"], Key=planned["key"])["Body"].read()
+        differs = hashlib.sha256(stored).hexdigest() != sha
     action = "unchanged"
     if differs:
         s3.put_object(
@@ -295,7 +333,7 @@ def apply_schema_object(
             ContentType=planned["content_type"],
             Metadata=planned["metadata"],
         )
-        action = "created" if live["schema_object"] is None else "updated"
+        action = "created" if current is None else "updated"
     log(action, f"schema {planned['uri']} (sha256 {sha[:12]}…)")
     return {"uri": planned["uri"], "sha256": sha, "actions": {"schema_object": action}}
 
@@ -304,10 +342,9 @@ def apply_config_item(plan: dict[str, Any], clients: Clients, log: Log) -> dict[
     """The pipeline's configuration item for the source; attributes the plan does not name
     (the pipeline may add some) are kept."""
     ddb, planned = clients("dynamodb"), plan["config_item"]
-    live = live_sections(plan, clients, "config_item")
-    changed = changed_fields(plan, live, "config_item")
+    current, changed = _current(plan, clients, "config_item")
     action = "unchanged"
-    if live["config_item"] is None:
+    if current is None:
         ddb.put_item(
             TableName=planned["table"],
             Item={k: _SERIALIZER.serialize(v) for k, v in planned["item"].items()},
@@ -335,34 +372,23 @@ def apply_alarm(plan: dict[str, Any], clients: Clients, log: Log) -> dict[str, A
     """The validation-errors alarm; PutMetricAlarm only when a parameter differs, tags with
     TagResource."""
     cw, planned = clients("cloudwatch"), plan["alarm"]
-    live = live_sections(plan, clients, "alarm")
-    changed = changed_fields(plan, live, "alarm")
+    current, changed = _current(plan, clients, "alarm")
     params = {k: v for k, v in planned.items() if k != "Tags"}
     name = planned["AlarmName"]
-    if live["alarm"] is None:
+    if current is None:
         cw.put_metric_alarm(**params, Tags=planned["Tags"])
         log("created", f"CloudWatch alarm {name}")
         return {"alarm": name, "actions": {"alarm": "created", "tags": "created"}}
-    action = "unchanged"
+    action = tags = "unchanged"
     if set(changed) - {"Tags"}:
         cw.put_metric_alarm(**params)
         action = "updated"
     log(action, f"CloudWatch alarm {name}" + (f" ({', '.join(changed)})" if changed else ""))
-    tags = "unchanged"
     if "Tags" in changed:
-        arn = cw.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]["AlarmArn"]
-        wanted = tags_dict(planned["Tags"])
-        extra = set(normalise("alarm", "Tags", live["alarm"]["Tags"])) - set(wanted)
-        if extra:
-            cw.untag_resource(ResourceARN=arn, TagKeys=sorted(extra))
-        cw.tag_resource(ResourceARN=arn, Tags=planned["Tags"])
+        _retag(cw, _alarm_arn(cw, name), "alarm", current["Tags"], planned["Tags"])
         tags = "updated"
     log(tags, f"CloudWatch alarm {name}: tags")
     return {"alarm": name, "actions": {"alarm": action, "tags": tags}}
-
-
-def widget_title(widget: dict[str, Any]) -> str:
-    return str((widget.get("properties") or {}).get("title", ""))
 
 
 def apply_dashboard_widget(plan: dict[str, Any], clients: Clients, log: Log) -> dict[str, Any]:
@@ -375,16 +401,6 @@ def apply_dashboard_widget(plan: dict[str, Any], clients: Clients, log: Log) -> 
         action = _merge_widget(cw, name, widget, title)
     log(action, f"dashboard {name}: widget {title!r}")
     return {"dashboard": name, "widget": title, "actions": {"dashboard_widget": action}}
-
-
-def read_dashboard(cw: Any, name: str) -> dict[str, Any]:
-    """The dashboard's body, or {} when there is none yet."""
-    try:
-        return json.loads(cw.get_dashboard(DashboardName=name).get("DashboardBody") or "{}")
-    except ClientError as exc:
-        if error_code(exc) not in ("ResourceNotFound", "ResourceNotFoundException"):
-            raise
-        return {}
 
 
 def _merge_widget(cw: Any, name: str, widget: dict[str, Any], title: str) -> str:
@@ -434,22 +450,16 @@ def apply_tags(plan: dict[str, Any], clients: Clients, log: Log) -> dict[str, An
 
 
 def _put_tags(plan: dict[str, Any], clients: Clients, live: dict[str, Any], section: str) -> None:
-    tags = plan["tags"]
     if section == "bucket":
         clients("s3").put_bucket_tagging(
             Bucket=plan["bucket"]["name"], Tagging={"TagSet": tag_list(plan["bucket"]["tags"])}
         )
     elif section == "rule":
-        _retag_rule(clients("events"), plan, live, {"tags": True})
+        rule = live["rule"]
+        _retag(clients("events"), rule["arn"], "rule", rule["tags"], tag_list(plan["rule"]["tags"]))
     elif section == "alarm":
-        arn = (
-            clients("cloudwatch")
-            .describe_alarms(AlarmNames=[plan["alarm"]["AlarmName"]])["MetricAlarms"][0]
-            .get("AlarmArn")
-        )
-        clients("cloudwatch").tag_resource(ResourceARN=arn, Tags=plan["alarm"]["Tags"])
+        cw = clients("cloudwatch")
+        arn = _alarm_arn(cw, plan["alarm"]["AlarmName"])
+        _retag(cw, arn, "alarm", live["alarm"]["Tags"], plan["alarm"]["Tags"])
     else:
-        clients("kms").tag_resource(
-            KeyId=live["kms"]["key_id"],
-            Tags=[{"TagKey": k, "TagValue": v} for k, v in sorted(tags.items())],
-        )
+        clients("kms").tag_resource(KeyId=live["kms"]["key_id"], Tags=kms_tag_list(plan["tags"]))

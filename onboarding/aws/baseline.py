@@ -1,7 +1,8 @@
 """The security baseline of a raw bucket, re-read from AWS: the AWS Foundational Security
 Best Practices S3 controls that apply to a bucket of the pipeline.
 
-`security_baseline(s3, bucket)` reads the bucket's live configuration and returns one
+`security_baseline(s3, bucket)` reads the bucket's live configuration (with
+`onboarding.aws.live.read_bucket_settings`, the reader the plan diff uses) and returns one
 `Check` per control. `passed` is True or False, or None when the control does not apply
 (S3.9 server access logging on a bucket with no logging configured). The account-level
 Block Public Access (S3.1) is read too when `s3control` and `account_id` are given and the
@@ -16,6 +17,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from onboarding.aws.live import read_bucket_settings
+from portal.aws import error_code
+from portal.errors import ApplicationError
+
 BPA_SETTINGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
 
 
@@ -25,19 +30,6 @@ class Check:
     title: str
     passed: bool | None  # None: not applicable
     evidence: str
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _read(call: Any, absent: tuple[str, ...], **kwargs: Any) -> dict[str, Any] | None:
-    try:
-        return call(**kwargs)
-    except ClientError as exc:
-        if _code(exc) in absent:
-            return None
-        raise
 
 
 def _bpa_check(control: str, title: str, config: dict[str, Any] | None, where: str) -> Check:
@@ -102,22 +94,17 @@ def security_baseline(
     s3: Any, bucket: str, *, s3control: Any = None, account_id: str = ""
 ) -> list[Check]:
     """Every applicable FSBP S3 control for `bucket`, from its live state."""
-    bpa = _read(
-        s3.get_public_access_block, ("NoSuchPublicAccessBlockConfiguration",), Bucket=bucket
+    found = read_bucket_settings(s3, bucket)
+    if found is None:
+        raise ApplicationError(f"The bucket {bucket} does not exist.")
+    bpa, encryption, lifecycle = (
+        found["public_access_block"],
+        found["encryption"],
+        found["lifecycle"],
     )
-    policy_doc = _read(s3.get_bucket_policy, ("NoSuchBucketPolicy",), Bucket=bucket)
-    policy = json.loads(policy_doc["Policy"]) if policy_doc else None
-    versioning = s3.get_bucket_versioning(Bucket=bucket).get("Status") or "never enabled"
-    encryption = _read(
-        s3.get_bucket_encryption, ("ServerSideEncryptionConfigurationNotFoundError",), Bucket=bucket
-    )
-    lifecycle = _read(
-        s3.get_bucket_lifecycle_configuration, ("NoSuchLifecycleConfiguration",), Bucket=bucket
-    )
-    logging = s3.get_bucket_logging(Bucket=bucket).get("LoggingEnabled")
-    ownership = _read(
-        s3.get_bucket_ownership_controls, ("OwnershipControlsNotFoundError",), Bucket=bucket
-    )
+    policy = json.loads(found["policy"]["Policy"]) if found["policy"] else None
+    versioning = found["versioning"] or "never enabled"
+    logging, ownership = found["logging"], found["ownership"]
 
     checks = [_account_bpa(s3control, account_id)]
     checks.append(
@@ -214,9 +201,9 @@ def _account_bpa(s3control: Any, account_id: str) -> Check:
     try:
         found = s3control.get_public_access_block(AccountId=account_id)
     except ClientError as exc:
-        if _code(exc) == "NoSuchPublicAccessBlockConfiguration":
+        if error_code(exc) == "NoSuchPublicAccessBlockConfiguration":
             return _bpa_check("S3.1", title, None, f"account {account_id}")
-        if _code(exc) in ("AccessDenied", "AccessDeniedException"):
+        if error_code(exc) in ("AccessDenied", "AccessDeniedException"):
             return Check("S3.1", title, None, "Not readable with the portal's role.")
         raise
     return _bpa_check(
