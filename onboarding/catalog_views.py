@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from onboarding.catalog import catalog_entries, catalog_markdown
+from onboarding import presentation
+from onboarding.catalog import catalog_markdown
+from onboarding.selectors import catalog_entries
+from portal.htmx import render_page
 
 EXPORT_NAME = "DATA_CATALOG.md"
 
@@ -19,10 +21,11 @@ EXPORT_NAME = "DATA_CATALOG.md"
 def catalog_list(request: HttpRequest) -> HttpResponse:
     """One row per source live in at least one environment; the search box swaps the rows."""
     catalog = catalog_entries(q=request.GET.get("q", ""))
-    template = "onboarding/catalog.html"
-    return render(
-        request, f"{template}#results" if request.htmx else template, {"catalog": catalog}
-    )
+    context = {
+        "catalog": catalog,
+        "rows": [(e, presentation.state_badges(e.environments)) for e in catalog.entries],
+    }
+    return render_page(request, "onboarding/catalog.html", context, fragment="results")
 
 
 @login_required

@@ -5,12 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.forms import BoundField
 
 from onboarding.models import OnboardingRequest, Sensitivity
 from onboarding.services import SPEC_FIELDS
 
 
 class RequestForm(forms.ModelForm):
+    # The heading shown above the field that opens each part of the form.
+    HEADINGS = {
+        "source_name": "Source",
+        "data_format": "Format and schema",
+        "files_per_day": "Volume and latency",
+        "sensitivity": "Sensitivity and retention",
+        "business_justification": "Purpose",
+        "producer_role_arn": "Producer",
+    }
+
     sensitivity = forms.MultipleChoiceField(
         choices=Sensitivity.choices,
         widget=forms.CheckboxSelectMultiple,
@@ -56,6 +67,18 @@ class RequestForm(forms.ModelForm):
     def spec_data(self) -> dict[str, Any]:
         return {name: self.cleaned_data.get(name) for name in SPEC_FIELDS}
 
+    def rows(self) -> list[tuple[str, BoundField, bool]]:
+        """Each field, in order, with the heading above it ("" for none) and whether it
+        shows as a group of checkboxes."""
+        return [
+            (
+                self.HEADINGS.get(field.name, ""),
+                field,
+                isinstance(field.field.widget, forms.CheckboxSelectMultiple),
+            )
+            for field in self
+        ]
+
 
 class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
@@ -77,7 +100,9 @@ class MultipleFileField(forms.FileField):
 
 
 class SampleUploadForm(forms.Form):
-    files = MultipleFileField(
+    # The form's metaclass takes declared fields off the class, so this does not shadow
+    # BaseForm.files (the uploaded files); the stubs cannot know that.
+    files = MultipleFileField(  # type: ignore[assignment]
         label="Sample files",
         help_text="JSON, NDJSON, CSV, Parquet or Avro; the format is read from the content.",
     )

@@ -14,19 +14,14 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HTMX_STOP_POLLING
 
 from onboarding import services, views
-from onboarding.models import HandoffItem, OnboardingRequest
+from onboarding.models import HandoffItem
 from onboarding.services.handoff import consumers_notice_for
 from portal.errors import ApplicationError
-from portal.roles import Role, has_role, role_required
-
-
-def _ticket(obj: OnboardingRequest, anchor: str = "#handoff") -> str:
-    return reverse("onboarding:request-detail", args=[obj.number]) + anchor
+from portal.htmx import render_polled
+from portal.roles import Role, role_required
 
 
 def _act(
@@ -43,15 +38,18 @@ def _act(
     again with the error beside the item and what was typed kept."""
     obj = views.get_request(number)
     values = {name: request.POST.get(name, "") for name in inputs}
-    try:
-        action(request=obj, actor=request.user, **values)
-    except ApplicationError as exc:
-        obj.refresh_from_db()
-        errors = {error_key: exc.message, f"{error_key}_item": values.get("item", "")}
-        context = views.ticket_context(request, obj, errors=errors, handoff_input=values)
-        return render(request, "onboarding/request_detail.html", context)
-    messages.success(request, success)
-    return redirect(_ticket(obj, anchor))
+    return views.act(
+        request,
+        obj,
+        action,
+        request=obj,
+        **values,
+        error_key=error_key,
+        errors={f"{error_key}_item": values.get("item", "")},
+        keep={"handoff_input": values},
+        success=success,
+        anchor=anchor,
+    )
 
 
 @login_required
@@ -134,10 +132,9 @@ def handoff_notify(request: HttpRequest, number: int) -> HttpResponse:
             errors[exc.field or "form"] = exc.message
         else:
             messages.success(request, "Sent to the downstream consumers; the item is done.")
-            return redirect(_ticket(obj))
-    state = services.handoff_state(obj)
-    context = {"obj": obj, "notice": notice, "values": values, "errors": errors}
-    context["item"] = state.item(HandoffItem.CONSUMERS_NOTIFIED)
+            return redirect(views.ticket_url(obj, "#handoff"))
+    context: dict[str, Any] = {"obj": obj, "notice": notice, "values": values, "errors": errors}
+    context["item"] = services.handoff_state(obj).item(HandoffItem.CONSUMERS_NOTIFIED)
     context["slack"] = bool(settings.SLACK_WEBHOOK_URL)
     return render(request, "onboarding/handoff_notify.html", context)
 
@@ -162,13 +159,8 @@ def volume_measure(request: HttpRequest, number: int) -> HttpResponse:
 @role_required(*views.ANY_ROLE)
 def volume_result(request: HttpRequest, number: int) -> HttpResponse:
     """The review's figures, polled while a measurement runs."""
-    obj = views.get_request(number)
-    context = {
-        "obj": obj,
-        "handoff": services.handoff_panel(obj),
-        "can_handoff": has_role(request.user, Role.ENGINEER),
-    }
-    response = render(request, "onboarding/handoff_panel.html#volume", context)
-    if not (context["handoff"] and context["handoff"].measuring):
-        response.status_code = HTMX_STOP_POLLING
-    return response
+    context = views.handoff_context(request, views.get_request(number))
+    measuring = context["handoff"] is not None and context["handoff"].measuring
+    return render_polled(
+        request, "onboarding/handoff_panel.html#volume", context, done=not measuring
+    )

@@ -7,7 +7,7 @@ button it concerns.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -18,9 +18,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HTMX_STOP_POLLING
 
-from onboarding import selectors, services
+from onboarding import presentation, selectors, services
 from onboarding.forms import RequestForm, SampleUploadForm
 from onboarding.models import (
     ApprovalRole,
@@ -30,8 +29,10 @@ from onboarding.models import (
     Sample,
     Sensitivity,
 )
-from onboarding.plan import render_plan
+from onboarding.plan_display import render_plan
+from onboarding.volume import FLAG_FACTOR
 from portal.errors import ApplicationError
+from portal.htmx import render_page, render_polled
 from portal.models import Environment
 from portal.roles import Role, has_role, role_required
 
@@ -40,12 +41,17 @@ AWAITING_POLL_SECONDS = 10.0
 EDITORS = (Role.REQUESTER, Role.ENGINEER)
 APPROVERS = (Role.SECURITY_APPROVER, Role.GOVERNANCE_APPROVER)
 COMPARERS = (Role.ENGINEER, *APPROVERS)
+TICKET = "onboarding/request_detail.html"
 
 
 def get_request(number: int) -> OnboardingRequest:
     return get_object_or_404(
         OnboardingRequest.objects.select_related("requested_by"), number=number
     )
+
+
+def ticket_url(obj: OnboardingRequest, anchor: str = "") -> str:
+    return reverse("onboarding:request-detail", args=[obj.number]) + anchor
 
 
 def _get_sample(obj: OnboardingRequest, sample_id: int) -> Sample:
@@ -65,9 +71,11 @@ def _validation_context(obj: OnboardingRequest) -> dict[str, Any]:
         "samples": samples,
         "prerequisites": prerequisites,
         "validation": validation,
+        "open_reports": presentation.open_reports(validation),
         "blockers": services.submission_blockers(
             prerequisites=prerequisites, validation=validation
         ),
+        "submit_label": presentation.submit_label(obj),
         "validate_run": run,
         "validating": run is not None and not run.is_terminal,
     }
@@ -78,7 +86,7 @@ def _diff_context(obj: OnboardingRequest) -> dict[str, Any]:
     steps = list(run.steps.order_by("position")) if run else []
     return {
         "diff_run": run,
-        "diff_steps": steps,
+        "diff_rows": presentation.diff_rows(steps),
         "diffing": run is not None and not run.is_terminal,
     }
 
@@ -98,7 +106,7 @@ def _rollout_context(request: HttpRequest, obj: OnboardingRequest) -> dict[str, 
     rollout = services.rollout_states(obj)
     going = [r for r in rollout if r.last_run and not r.last_run.is_terminal]
     return {
-        "rollout": rollout,
+        "rollout_rows": presentation.rollout_rows(rollout),
         "can_rollout": has_role(request.user, Role.ENGINEER),
         # While a run is going, the panel follows it without a reload; a run that waits for
         # a second engineer may wait for hours, so then it looks less often.
@@ -111,10 +119,15 @@ def _rollout_context(request: HttpRequest, obj: OnboardingRequest) -> dict[str, 
     }
 
 
-def _handoff_context(request: HttpRequest, obj: OnboardingRequest) -> dict[str, Any]:
+def handoff_context(request: HttpRequest, obj: OnboardingRequest) -> dict[str, Any]:
     """The handoff checklist and 30-day review, once the request is approved."""
+    handoff = services.handoff_panel(obj)
     return {
-        "handoff": services.handoff_panel(obj),
+        "obj": obj,
+        "handoff": handoff,
+        "handoff_items": presentation.handoff_items(handoff),
+        "volume_factor": presentation.factor_label(FLAG_FACTOR),
+        "volume_failed": presentation.volume_failed(handoff),
         "can_handoff": has_role(request.user, Role.ENGINEER),
         "handoff_input": {},
     }
@@ -130,13 +143,13 @@ def ticket_context(request: HttpRequest, obj: OnboardingRequest, **extra: Any) -
         "decisions": decisions,
         "revision": obj.revisions.filter(number=obj.revision).first(),
         "plans": [(p, render_plan(p.plan) if p.plan else None) for p in plans],
-        "timeline": selectors.request_timeline(obj),
+        "timeline": presentation.timeline_rows(selectors.request_timeline(obj)),
         "upload_form": SampleUploadForm(),
         "decision_comment": "",
         "errors": {},
         **_permissions(request, obj),
         **_rollout_context(request, obj),
-        **_handoff_context(request, obj),
+        **handoff_context(request, obj),
         **_validation_context(obj),
         **_diff_context(obj),
     }
@@ -144,7 +157,7 @@ def ticket_context(request: HttpRequest, obj: OnboardingRequest, **extra: Any) -
     return context
 
 
-def _act(
+def act(
     request: HttpRequest,
     obj: OnboardingRequest,
     action: Callable[..., Any],
@@ -154,21 +167,25 @@ def _act(
     success: str,
     anchor: str = "",
     then: str = "",
+    errors: Mapping[str, str] | None = None,
+    keep: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> HttpResponse:
-    """Call a service; on a broken rule show the ticket again with the error beside the
-    control it concerns, otherwise go back to the ticket. (`kwargs` go to the service,
-    whose `request` is the onboarding request.)"""
+    """Call a service; on a broken rule show the ticket again with the error under
+    `error_key`, beside the control it concerns, otherwise say `success` and go back to the
+    ticket at `anchor` (or to `then`).
+
+    `kwargs` go to the service, whose `request` is the onboarding request. On an error,
+    `errors` adds entries saying which control it concerns (a role, an item) and `keep`
+    goes to the ticket's context: what was typed, so that it is not lost."""
     try:
         action(actor=request.user, **kwargs)
     except ApplicationError as exc:
         obj.refresh_from_db()
-        errors = {error_key: exc.message}
-        return render(
-            request, "onboarding/request_detail.html", ticket_context(request, obj, errors=errors)
-        )
+        shown = {error_key: exc.message, **(errors or {})}
+        return render(request, TICKET, ticket_context(request, obj, errors=shown, **(keep or {})))
     messages.success(request, success)
-    return redirect(then or reverse("onboarding:request-detail", args=[obj.number]) + anchor)
+    return redirect(then or ticket_url(obj, anchor))
 
 
 # --- Lists ---------------------------------------------------------------------------------------
@@ -193,8 +210,7 @@ def request_list(request: HttpRequest) -> HttpResponse:
         "teams": selectors.owner_team_choices(),
         "filtered": any(filters.values()),
     }
-    template = "onboarding/request_list.html"
-    return render(request, f"{template}#board" if request.htmx else template, context)
+    return render_page(request, "onboarding/request_list.html", context, fragment="board")
 
 
 @login_required
@@ -216,20 +232,48 @@ def request_queue(request: HttpRequest) -> HttpResponse:
 # --- The request ---------------------------------------------------------------------------------
 
 
+def _save_spec(
+    request: HttpRequest,
+    form: RequestForm,
+    save: Callable[[dict[str, Any]], OnboardingRequest],
+    success: str,
+) -> HttpResponse | None:
+    """Save a valid posted spec with `save` and go to the ticket; None (show the form again)
+    on a GET, an invalid form, or a broken rule, which goes beside its field."""
+    if request.method != "POST" or not form.is_valid():
+        return None
+    try:
+        obj = save(form.spec_data())
+    except ApplicationError as exc:
+        form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        return None
+    messages.success(request, success.format(key=obj.key))
+    return redirect("onboarding:request-detail", number=obj.number)
+
+
+def _render_form(
+    request: HttpRequest, form: RequestForm, obj: OnboardingRequest | None
+) -> HttpResponse:
+    context = {
+        "form": form,
+        "obj": obj,
+        "voids_approvals": presentation.edit_voids_approvals(obj),
+    }
+    return render(request, "onboarding/request_form.html", context)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 @role_required(Role.REQUESTER)
 def request_create(request: HttpRequest) -> HttpResponse:
     form = RequestForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            obj = services.request_create(actor=request.user, data=form.spec_data())
-        except ApplicationError as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-        else:
-            messages.success(request, f"{obj.key} saved as a draft.")
-            return redirect("onboarding:request-detail", number=obj.number)
-    return render(request, "onboarding/request_form.html", {"form": form, "obj": None})
+    saved = _save_spec(
+        request,
+        form,
+        lambda data: services.request_create(actor=request.user, data=data),
+        "{key} saved as a draft.",
+    )
+    return saved if saved is not None else _render_form(request, form, None)
 
 
 @login_required
@@ -237,7 +281,7 @@ def request_create(request: HttpRequest) -> HttpResponse:
 @role_required(*ANY_ROLE)
 def request_detail(request: HttpRequest, number: int) -> HttpResponse:
     obj = get_request(number)
-    return render(request, "onboarding/request_detail.html", ticket_context(request, obj))
+    return render(request, TICKET, ticket_context(request, obj))
 
 
 @login_required
@@ -248,16 +292,16 @@ def request_edit(request: HttpRequest, number: int) -> HttpResponse:
     if not selectors.may_edit(request.user, obj):
         raise PermissionDenied("Only the requester or an engineer can change this request.")
     form = RequestForm(request.POST or None, instance=obj)
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.request_update(request=obj, actor=request.user, data=form.spec_data())
-        except ApplicationError as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-        else:
-            messages.success(request, f"{obj.key} saved.")
-            return redirect("onboarding:request-detail", number=obj.number)
-    obj.refresh_from_db()
-    return render(request, "onboarding/request_form.html", {"form": form, "obj": obj})
+    saved = _save_spec(
+        request,
+        form,
+        lambda data: services.request_update(request=obj, actor=request.user, data=data),
+        "{key} saved.",
+    )
+    if saved is not None:
+        return saved
+    obj.refresh_from_db()  # the form's validation may have changed it in memory
+    return _render_form(request, form, obj)
 
 
 @login_required
@@ -265,7 +309,7 @@ def request_edit(request: HttpRequest, number: int) -> HttpResponse:
 @role_required(*EDITORS)
 def schema_infer(request: HttpRequest, number: int) -> HttpResponse:
     obj = get_request(number)
-    return _act(
+    return act(
         request,
         obj,
         services.request_infer_schema,
@@ -281,7 +325,7 @@ def schema_infer(request: HttpRequest, number: int) -> HttpResponse:
 @role_required(Role.REQUESTER)
 def request_submit(request: HttpRequest, number: int) -> HttpResponse:
     obj = get_request(number)
-    return _act(
+    return act(
         request,
         obj,
         services.request_submit,
@@ -313,9 +357,8 @@ def sample_upload(request: HttpRequest, number: int) -> HttpResponse:
             form.add_error("files", exc.message)
         else:
             messages.success(request, f"{len(samples)} sample file(s) uploaded.")
-            return redirect(reverse("onboarding:request-detail", args=[obj.number]) + "#samples")
-    context = ticket_context(request, obj, upload_form=form)
-    return render(request, "onboarding/request_detail.html", context)
+            return redirect(ticket_url(obj, "#samples"))
+    return render(request, TICKET, ticket_context(request, obj, upload_form=form))
 
 
 @login_required
@@ -324,7 +367,7 @@ def sample_upload(request: HttpRequest, number: int) -> HttpResponse:
 def sample_delete(request: HttpRequest, number: int, sample_id: int) -> HttpResponse:
     obj = get_request(number)
     sample = _get_sample(obj, sample_id)
-    return _act(
+    return act(
         request,
         obj,
         services.sample_delete,
@@ -342,7 +385,7 @@ def sample_mark(request: HttpRequest, number: int, sample_id: int) -> HttpRespon
     obj = get_request(number)
     sample = _get_sample(obj, sample_id)
     malformed = request.POST.get("expected_malformed") == "1"
-    return _act(
+    return act(
         request,
         obj,
         services.sample_mark,
@@ -359,7 +402,7 @@ def sample_mark(request: HttpRequest, number: int, sample_id: int) -> HttpRespon
 @role_required(*EDITORS)
 def request_validate(request: HttpRequest, number: int) -> HttpResponse:
     obj = get_request(number)
-    return _act(
+    return act(
         request,
         obj,
         services.request_validate,
@@ -379,10 +422,7 @@ def request_validation(request: HttpRequest, number: int) -> HttpResponse:
     obj = get_request(number)
     context = {"obj": obj, "errors": {}, "oob": True, **_permissions(request, obj)}
     context.update(_validation_context(obj))
-    response = render(request, "onboarding/request_detail.html#validation", context)
-    if not context["validating"]:
-        response.status_code = HTMX_STOP_POLLING
-    return response
+    return render_polled(request, f"{TICKET}#validation", context, done=not context["validating"])
 
 
 # --- Plan ---------------------------------------------------------------------------------------
@@ -394,7 +434,7 @@ def request_validation(request: HttpRequest, number: int) -> HttpResponse:
 def plan_compare(request: HttpRequest, number: int) -> HttpResponse:
     obj = get_request(number)
     environment = request.POST.get("environment", "")
-    return _act(
+    return act(
         request,
         obj,
         services.plan_compare_start,
@@ -413,10 +453,7 @@ def plan_diff(request: HttpRequest, number: int) -> HttpResponse:
     """The comparison's result, polled while the run reads AWS."""
     obj = get_request(number)
     context = {"obj": obj, **_diff_context(obj)}
-    response = render(request, "onboarding/request_detail.html#plan-diff", context)
-    if not context["diffing"]:
-        response.status_code = HTMX_STOP_POLLING
-    return response
+    return render_polled(request, f"{TICKET}#plan-diff", context, done=not context["diffing"])
 
 
 # --- Approvals ------------------------------------------------------------------------------------
@@ -435,7 +472,7 @@ def _role(request: HttpRequest) -> ApprovalRole:
 def approval_grant(request: HttpRequest, number: int) -> HttpResponse:
     obj = get_request(number)
     role = _role(request)
-    response = _act(
+    response = act(
         request,
         obj,
         services.approval_grant,
@@ -453,18 +490,23 @@ def approval_grant(request: HttpRequest, number: int) -> HttpResponse:
 def _decide(
     request: HttpRequest, number: int, action: Callable[..., Any], text_arg: str
 ) -> HttpResponse:
+    """Reject or request changes: the same form, one comment, told apart by `text_arg`."""
     obj = get_request(number)
     role = _role(request)
     comment = request.POST.get("comment", "")
-    try:
-        action(request=obj, actor=request.user, role=role, **{text_arg: comment})
-    except ApplicationError as exc:
-        obj.refresh_from_db()
-        errors = {"decide": exc.message, "decide_role": role.value}
-        context = ticket_context(request, obj, decision_comment=comment, errors=errors)
-        return render(request, "onboarding/request_detail.html", context)
-    messages.success(request, "Decision recorded; the requester is notified.")
-    return redirect(reverse("onboarding:request-detail", args=[obj.number]) + "#approvals")
+    return act(
+        request,
+        obj,
+        action,
+        request=obj,
+        role=role,
+        **{text_arg: comment},
+        error_key="decide",
+        errors={"decide_role": role.value},
+        keep={"decision_comment": comment},
+        success="Decision recorded; the requester is notified.",
+        anchor="#approvals",
+    )
 
 
 @login_required
@@ -495,7 +537,7 @@ def rollout_start(request: HttpRequest, number: int) -> HttpResponse:
         )
     except ApplicationError as exc:
         context = ticket_context(request, obj, errors={"rollout": exc.message})
-        return render(request, "onboarding/request_detail.html", context)
+        return render(request, TICKET, context)
     return redirect("runs:detail", run_id=run.pk)
 
 
@@ -506,10 +548,7 @@ def rollout_panel(request: HttpRequest, number: int) -> HttpResponse:
     """The environments panel, polled while one of its runs is going."""
     obj = get_request(number)
     context = {"obj": obj, "errors": {}, **_rollout_context(request, obj)}
-    response = render(request, "onboarding/request_detail.html#rollout", context)
-    if not context["rollout_busy"]:
-        response.status_code = HTMX_STOP_POLLING
-    return response
+    return render_polled(request, f"{TICKET}#rollout", context, done=not context["rollout_busy"])
 
 
 @login_required

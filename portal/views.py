@@ -4,15 +4,22 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
 from django.views.decorators.http import require_GET, require_POST
 
 from portal.errors import ApplicationError
+from portal.htmx import render_polled
+from portal.kinds import environment_check
 from portal.models import Environment
 from portal.roles import Role, has_role, role_required
-from portal.runs.models import ACTIVE_RUN_STATUSES, RunStatus
-from portal.runs.selectors import run_kind_choices, run_list, run_percent
-from portal.runs.services import run_start
+from portal.runs.api import (
+    ACTIVE_RUN_STATUSES,
+    RunStatus,
+    run_kind_choices,
+    run_list,
+    run_percent,
+    run_start,
+)
 
 
 @require_GET
@@ -31,8 +38,10 @@ def home(request: HttpRequest) -> HttpResponse:
         "environments": Environment.objects.all(),
         "can_check": has_role(request.user, Role.ENGINEER, Role.ADMIN),
     }
-    template = "portal/home.html#runs" if request.htmx else "portal/home.html"
-    return render(request, template, context)
+    # The runs fragment polls while a run is active; the filters swap it too.
+    return render_polled(
+        request, "portal/home.html", context, fragment="runs", done=not context["any_active"]
+    )
 
 
 @require_POST
@@ -42,9 +51,7 @@ def environment_check_start(request: HttpRequest) -> HttpResponse:
         Environment.objects.values_list("name", flat=True)
     )
     try:
-        run = run_start(
-            kind="environment.check", actor=request.user, params={"environments": names}
-        )
+        run = run_start(kind=environment_check, actor=request.user, params={"environments": names})
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return redirect("home")

@@ -81,7 +81,7 @@ class ProvisioningJourneyTests:
         expect(erin.locator('[data-step-key="runs.confirm"]')).to_contain_text(
             "You started this run"
         )
-        expect(erin.get_by_test_id("confirm-step")).to_have_count(0)
+        expect(erin.get_by_test_id("decide-confirm")).to_have_count(0)
 
         eddie = new_page()
         login(eddie, "eddie", PASSWORD)
@@ -89,7 +89,7 @@ class ProvisioningJourneyTests:
         expect(eddie.get_by_test_id("awaiting-prod")).to_be_visible()
         eddie.goto(run_page)
         eddie.once("dialog", lambda dialog: dialog.accept())
-        eddie.get_by_test_id("confirm-step").click()
+        eddie.get_by_test_id("decide-confirm").click()
 
         # Erin's page follows the run without a reload.
         expect(progress).to_have_attribute("data-status", "succeeded", timeout=120_000)
