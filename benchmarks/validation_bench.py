@@ -53,17 +53,22 @@ POOL = 20_000
 COUNTRIES = ["GB", "US", "DE", "FR", "NL", "SE", "IE"]
 EVENTS = ["create", "update", "delete"]
 
+# The fields both schemas describe the same way.
+EVENT_FIELDS = {
+    "id": {"type": "string", "format": "uuid"},
+    "timestamp": {"type": "string", "format": "date-time"},
+    "event_type": {"enum": EVENTS},
+    "sequence": {"type": "integer", "minimum": 1},
+    "amount": {"type": "number", "minimum": 0},
+}
+
 NDJSON_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
     "required": ["id", "timestamp", "event_type", "sequence", "customer", "items"],
     "additionalProperties": False,
     "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "timestamp": {"type": "string", "format": "date-time"},
-        "event_type": {"enum": EVENTS},
-        "sequence": {"type": "integer", "minimum": 1},
-        "amount": {"type": "number", "minimum": 0},
+        **EVENT_FIELDS,
         "customer": {
             "type": "object",
             "required": ["email"],
@@ -105,11 +110,7 @@ CSV_SCHEMA = {
     "type": "object",
     "required": ["id", "timestamp", "event_type", "sequence", "email"],
     "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "timestamp": {"type": "string", "format": "date-time"},
-        "event_type": {"enum": EVENTS},
-        "sequence": {"type": "integer", "minimum": 1},
-        "amount": {"type": "number", "minimum": 0},
+        **EVENT_FIELDS,
         "email": {"type": "string", "format": "email"},
         "name": {"type": "string", "maxLength": 200},
         "street": {"type": "string"},

@@ -269,14 +269,19 @@ class _Statements(NamedTuple):
     select_row: str  # SELECT %s, ..., one event's values
 
 
+def _column(model: type[models.Model], name: str) -> str:
+    """The database column of one of `model`'s concrete fields."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field)  # not a reverse relation or generic foreign key
+    return field.column
+
+
 @functools.cache
 def _sql(vendor: str) -> _Statements:
     """The append's statements, made once (the vendor picks the quoting and locking)."""
     quote = connection.ops.quote_name
     head = quote(AuditChainHead._meta.db_table)
-    seq, hash_ = (
-        quote(AuditChainHead._meta.get_field(n).column) for n in ("last_seq", "last_hash")
-    )
+    seq, hash_ = (quote(_column(AuditChainHead, n)) for n in ("last_seq", "last_hash"))
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     move = f"UPDATE {head} SET {seq} = %s, {hash_} = %s WHERE id = 1"  # noqa: S608 - names from model metadata
     fields = [field for field in AuditEvent._meta.concrete_fields if not field.primary_key]

@@ -63,7 +63,7 @@ def audit_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @role_required(Role.ADMIN)
 @require_POST
-def audit_export_csv(request: HttpRequest) -> HttpResponse:
+def audit_export_csv(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     """Stream the filtered events as CSV. The export itself is recorded as one event."""
     form = AuditFilterForm(request.POST)
     if not form.is_valid():

@@ -23,7 +23,10 @@ import os
 import uuid
 from pathlib import Path
 from time import monotonic
+from typing import Any
 
+from kombu.connection import Connection
+from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
 from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
@@ -33,7 +36,10 @@ logger = logging.getLogger(__name__)
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: str, payload: dict, **kwargs: object) -> None:
+    # kombu-stubs declare AbstractChannel._put(queue, message) without the **kwargs kombu
+    # passes (virtual/base.py), and filesystem.Channel._put, whose signature this mirrors,
+    # names the argument `payload`; the stubs ignore the same clash on filesystem.Channel.
+    def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:  # type: ignore[override]
         folder = Path(self.data_folder_out)
         name = f"{round(monotonic() * 1000):015d}_{uuid.uuid4()}.{queue}.msg"
         tmp = folder / f".tmp-{name}"
@@ -44,7 +50,7 @@ class Channel(filesystem.Channel):
             tmp.write_bytes(str_to_bytes(dumps(payload)))
             tmp.replace(folder / name)
         except OSError as exc:
-            raise filesystem.ChannelError(f"Cannot add message to {folder}: {exc}") from exc
+            raise ChannelError(f"Cannot add message to {folder}: {exc}") from exc
 
     def _listing(self, queue: str, folder: Path) -> list[str]:
         """Names waiting in `queue`, oldest first. One directory listing serves many gets:
@@ -64,7 +70,9 @@ class Channel(filesystem.Channel):
             cache[queue] = names
         return names
 
-    def _get(self, queue: str) -> dict:
+    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        """The oldest message waiting in `queue`, or Empty. Never blocks: kombu polls, so
+        `timeout` (part of kombu's AbstractChannel._get) is not used."""
         folder = Path(self.data_folder_in)
         claimed = folder.parent / "claimed"
         names = self._listing(queue, folder)
@@ -115,9 +123,10 @@ class Transport(filesystem.Transport):
     driver_type = "onrampfs"
     driver_name = "onrampfs"
 
-    def __init__(self, client: object, **kwargs: object) -> None:
+    def __init__(self, client: Connection, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
-        options = client.transport_options  # type: ignore[attr-defined]
+        options = client.transport_options
+        assert options is not None  # Connection.__init__ turns None into {}
         for key in ("data_folder_in", "data_folder_out"):
             folder = Path(options.get(key, "data"))
             folder.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ import logging
 import posixpath
 import re
 import threading
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -114,7 +115,7 @@ class EtlRun:
         *,
         execution: Any,
         state_machine: str,
-        event: dict[str, Any],
+        event: Mapping[str, Any],
         received: datetime,
     ) -> None:
         self.endpoint = endpoint
@@ -294,6 +295,7 @@ class EtlRun:
             schema = json.loads(self._get_object(match.group(1), match.group(2)))
         except ValueError as exc:
             raise StepFailed("InvalidSchema", f"{location} is not JSON: {exc}") from exc
+        # import here: a format's library loads only when a file of that format arrives
         import jsonschema
 
         try:
@@ -325,6 +327,7 @@ def _iso(moment: datetime) -> str:
 
 def record_validator(schema: dict[str, Any]) -> Any:
     """A jsonschema validator for the schema's dialect, formats checked."""
+    # import here: a format's library loads only when a file of that format arrives
     import jsonschema
 
     cls = jsonschema.validators.validator_for(schema)
@@ -333,6 +336,7 @@ def record_validator(schema: dict[str, Any]) -> Any:
 
 def check(validator: Any, record: Any) -> str:
     """The most relevant schema violation of a record, or "" when it is valid."""
+    # import here: a format's library loads only when a file of that format arrives
     import jsonschema
 
     error = jsonschema.exceptions.best_match(validator.iter_errors(record))
@@ -357,10 +361,12 @@ def read_records(fmt: str, data: bytes, schema: dict[str, Any]) -> list[Any]:
             reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline=""))
             return [_typed_row(row, schema) for row in reader]
         if fmt == "parquet":
+            # import here: a format's library loads only when a file of that format arrives
             import pyarrow.parquet as pq
 
             return [_plain(row) for row in pq.read_table(io.BytesIO(data)).to_pylist()]
         if fmt == "avro":
+            # import here: a format's library loads only when a file of that format arrives
             import fastavro
 
             return [_plain(row) for row in fastavro.reader(io.BytesIO(data))]

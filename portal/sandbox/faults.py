@@ -205,29 +205,11 @@ def _call(endpoint: str, method: str, payload: dict[str, Any] | None = None) -> 
         return json.loads(response.read() or b"null")
 
 
-def inject(
-    endpoint: str,
-    *,
-    service: str,
-    operation: str,
-    code: str,
-    message: str = "",
-    status: int = 400,
-    count: int = 1,
-) -> dict[str, Any]:
-    """Make the next `count` calls (-1: all until cleared) of service/operation fail."""
-    return _call(
-        endpoint,
-        "POST",
-        {
-            "service": service,
-            "operation": operation,
-            "code": code,
-            "message": message,
-            "status": status,
-            "count": count,
-        },
-    )
+def inject(endpoint: str, **fault: Any) -> dict[str, Any]:
+    """Make the next `count` calls (-1: all until cleared) of service/operation fail. The
+    fault's fields are those of `FaultStore.add` (service, operation, code, and optionally
+    message, status, count); the sandbox checks them and answers 400 when one is wrong."""
+    return _call(endpoint, "POST", fault)
 
 
 def clear(endpoint: str, *, service: str = "", operation: str = "") -> int:

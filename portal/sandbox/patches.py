@@ -96,6 +96,7 @@ def percentile(values: list[float], stat: str) -> float | None:
 
 
 def _patch_notification_read_back() -> None:
+    # import here: moto loads only in the sandbox server process, never in web or workers
     from moto.s3.responses import S3Response
 
     original = S3Response.get_bucket_notification
@@ -150,6 +151,7 @@ def _over_tls(statement: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _patch_secure_transport() -> None:
+    # import here: moto loads only in the sandbox server process, never in web or workers
     from moto.iam.access_control import IAMPolicy, PermissionResult
     from moto.s3.models import FakeBucket
 
@@ -172,6 +174,7 @@ def _patch_secure_transport() -> None:
 
 
 def _patch_object_events() -> None:
+    # import here: moto loads only in the sandbox server process, never in web or workers
     from moto.s3 import notifications
 
     original = notifications.send_event
@@ -201,6 +204,7 @@ def _values(stats: Any) -> list[float]:
 
 
 def _patch_percentiles() -> None:
+    # import here: moto loads only in the sandbox server process, never in web or workers
     from moto.cloudwatch.exceptions import InvalidParameterValue
     from moto.cloudwatch.models import Statistics
     from moto.cloudwatch.responses import CloudWatchResponse

@@ -35,10 +35,13 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portal.sandbox import patches
 from portal.sandbox.etl import EtlRun, StepFailed
+
+if TYPE_CHECKING:
+    from moto.events.utils import EventMessageType
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +50,8 @@ ALARM_NAMESPACES = ("ETL/Pipeline",)
 STEPS = ("ingest", "validate", "transform", "output")
 # events: ObjectCreated events sent to EventBridge; unmatched: no rule took one; executions
 # started, of which succeeded/failed; delivery_errors: a target could not be started.
-COUNTS = ("events", "unmatched", "executions", "succeeded", "failed", "delivery_errors")
-COUNTS += ("alarm_evaluations", "alarm_changes")
+COUNTS: tuple[str, ...] = ("events", "unmatched", "executions", "succeeded", "failed")
+COUNTS += ("delivery_errors", "alarm_evaluations", "alarm_changes")
 _REASONS = {
     "Put": "PutObject",
     "Post": "POST Object",
@@ -78,7 +81,7 @@ class ObjectCreated:
     created: datetime  # aware, UTC
     sequencer: str
 
-    def event(self) -> dict[str, Any]:
+    def event(self) -> EventMessageType:
         """S3's EventBridge "Object Created" event for this object."""
         detail_object: dict[str, Any] = {
             "key": self.key,
@@ -232,6 +235,7 @@ class Pipeline:
             self.counts[name] += 1
 
     def _deliver(self, item: ObjectCreated) -> None:
+        # import here: moto loads only in the sandbox server process, never in web or workers
         from moto.events.models import events_backends
 
         event = item.event()
@@ -251,8 +255,9 @@ class Pipeline:
             self._count("unmatched")
 
     def _start_execution(
-        self, rule: Any, target: dict[str, Any], event: dict[str, Any], received: datetime
+        self, rule: Any, target: dict[str, Any], event: EventMessageType, received: datetime
     ) -> None:
+        # import here: moto loads only in the sandbox server process, never in web or workers
         from moto.core.config import default_user_config
         from moto.iam.models import iam_backends
         from moto.stepfunctions.responses import get_backend
@@ -280,7 +285,9 @@ class Pipeline:
 
     # --- execution ---------------------------------------------------------------------
 
-    def _run(self, execution: Any, machine: Any, event: dict[str, Any], received: datetime) -> None:
+    def _run(
+        self, execution: Any, machine: Any, event: EventMessageType, received: datetime
+    ) -> None:
         history = _History(execution, machine.roleArn)
         states = _task_states(machine.definition)
         run = EtlRun(
@@ -323,6 +330,7 @@ class Pipeline:
 
     def evaluate_alarms(self, now: datetime | None = None) -> int:
         """Set the state of every metric alarm in the watched namespaces; how many changed."""
+        # import here: moto loads only in the sandbox server process, never in web or workers
         from moto.cloudwatch.models import cloudwatch_backends
 
         now = now or datetime.now(UTC)
@@ -347,6 +355,7 @@ def alarm_state(alarm: Any, data: list[Any], now: datetime) -> tuple[str | None,
     """(state, reason, reason data) for a metric alarm over the last EvaluationPeriods
     periods before `now`; state None when the alarm keeps its state (TreatMissingData
     ignore, or a comparison the sandbox does not evaluate)."""
+    # import here: moto loads only in the sandbox server process, never in web or workers
     from moto.cloudwatch.models import Statistics
 
     if alarm.comparison_operator not in _COMPARE:
@@ -409,29 +418,34 @@ def _naive(moment: datetime) -> datetime:
     return moment
 
 
-def _target_input(target: dict[str, Any], event: dict[str, Any]) -> Any:
+def _target_input(target: dict[str, Any], event: EventMessageType) -> Any:
     """What EventBridge sends the target: Input, InputPath, InputTransformer or the event."""
     if target.get("Input"):
         return json.loads(target["Input"])
     if target.get("InputPath"):
+        # import here: moto loads only in the sandbox server process, never in web or workers
         from jsonpath_ng.ext import parse
 
         found = parse(target["InputPath"]).find(event)
         return found[0].value if found else None
     if target.get("InputTransformer"):
+        # import here: moto loads only in the sandbox server process, never in web or workers
         from moto.events.utils import EventTemplateParser
 
         transformer = target["InputTransformer"]
         return EventTemplateParser.parse(
             input_template=transformer.get("InputTemplate"),
             input_paths_map=transformer.get("InputPathsMap", {}),
-            event={**event, "ingestion-time": event["time"]},
+            # moto types ingestion-time as float (its own unix time); AWS substitutes the
+            # ISO-8601 time, as here, and the parser only pastes the value in.
+            event={**event, "ingestion-time": event["time"]},  # type: ignore[typeddict-item]
         )
     return event
 
 
 def _task_states(definition: str) -> list[str]:
     """The state names of the definition's StartAt → Next chain, one per pipeline step."""
+    chain: list[str]
     try:
         parsed = json.loads(definition)
         chain, name = [], parsed.get("StartAt")
@@ -444,6 +458,7 @@ def _task_states(definition: str) -> list[str]:
 
 
 def _finish(execution: Any, status: str, **fields: Any) -> None:
+    # import here: moto loads only in the sandbox server process, never in web or workers
     from moto.core.utils import utcnow
 
     execution.output = fields.get("output")

@@ -79,10 +79,6 @@ def handler_zip(function: str, version: int) -> bytes:
     return buffer.getvalue()
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _trust(service: str) -> str:
     return json.dumps(
         {
@@ -149,7 +145,7 @@ class _Seeder:
             self.done(f"IAM role {name}", "unchanged")
             return str(arn)
         except ClientError as exc:
-            if _code(exc) != "NoSuchEntity":
+            if aws.error_code(exc) != "NoSuchEntity":
                 raise
         arn = iam.create_role(
             RoleName=name,
@@ -200,7 +196,7 @@ class _Seeder:
             s3.head_bucket(Bucket=name)
             action = "unchanged"
         except ClientError as exc:
-            if _code(exc) not in ("404", "NoSuchBucket"):
+            if aws.error_code(exc) not in ("404", "NoSuchBucket"):
                 raise
             kwargs: dict[str, Any] = {"Bucket": name}
             region = s3.meta.region_name
@@ -329,7 +325,7 @@ class _Seeder:
             self.done(f"dashboard {name}", "unchanged")
             return
         except ClientError as exc:
-            if _code(exc) not in ("ResourceNotFound", "ResourceNotFoundException"):
+            if aws.error_code(exc) not in ("ResourceNotFound", "ResourceNotFoundException"):
                 raise
         body = _dashboard_body(self.env, self.functions, region=cw.meta.region_name)
         cw.put_dashboard(DashboardName=name, DashboardBody=json.dumps(body))

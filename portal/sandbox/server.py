@@ -40,6 +40,7 @@ class SandboxServer(Protocol):
 
 def make_app() -> SandboxMiddleware:
     """moto's whole-AWS WSGI app wrapped in the sandbox middleware."""
+    # import here: moto loads only in the sandbox server process, never in web or workers
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     patches.install()
@@ -75,6 +76,7 @@ class ThreadedSandbox:
     """The sandbox on a daemon thread of this process."""
 
     def __init__(self, host: str, port: int) -> None:
+        # import here: moto loads only in the sandbox server process, never in web or workers
         from moto.moto_server.werkzeug_app import MotoRequestHandler
         from werkzeug.serving import make_server
 
@@ -83,6 +85,8 @@ class ThreadedSandbox:
             host, port, self.app, threaded=True, request_handler=MotoRequestHandler
         )
         bound_host, bound_port = self._server.server_address[:2]
+        # getsockname() of a TCP socket gives the host as str; typeshed also allows bytes.
+        assert isinstance(bound_host, str)
         self.url = f"http://{bound_host}:{bound_port}"
         # The pipeline stand-in calls this server; a wildcard address is not one to call.
         own = "127.0.0.1" if bound_host in ("0.0.0.0", "::", "") else bound_host  # noqa: S104

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
+from django.db.models import Field
 
 from portal.audit import audit_record
 from portal.models import Environment
@@ -71,7 +72,12 @@ def _model_defaults() -> dict[str, Any]:
         "dashboard_name",
         "kms_key_alias",
     )
-    return {f: Environment._meta.get_field(f).get_default() for f in fields}
+    defaults: dict[str, Any] = {}
+    for name in fields:
+        field = Environment._meta.get_field(name)
+        assert isinstance(field, Field)  # all are concrete model fields, not relations
+        defaults[name] = field.get_default()
+    return defaults
 
 
 def seed_environments(*, reset: bool = False) -> list[tuple[Environment, str]]:
