@@ -3,7 +3,7 @@
 
     python3 onramp.py run            set up, then run sandbox, web, worker and beat
     python3 onramp.py test [ARGS]    set up, then run the whole test suite (ARGS go to pytest)
-    python3 onramp.py check          ruff check, ruff format --check, makemigrations --check
+    python3 onramp.py check          ruff, import contracts, mypy, makemigrations --check
 
 Set-up creates .venv when it is missing and installs `-e .[dev]` whenever pyproject.toml
 changed since the last install (a hash is kept in .venv). ONRAMP_SKIP_INSTALL=1 skips the
@@ -487,6 +487,8 @@ def cmd_check() -> int:
         ("ruff check", [str(VENV_BIN / "ruff"), "check", "."]),
         ("ruff format --check", [str(VENV_BIN / "ruff"), "format", "--check", "."]),
         ("makemigrations --check", manage("makemigrations", "--check", "--dry-run")),
+        ("import contracts (lint-imports)", [str(VENV_BIN / "lint-imports"), "--no-cache"]),
+        ("mypy", [str(VENV_BIN / "mypy")]),
     ]
     failed = []
     for name, argv in checks:
