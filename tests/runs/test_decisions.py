@@ -36,6 +36,16 @@ def to_decision(run, **params):
     raise AssertionError(f"run never reached its decision: {run.status} {run.error}")
 
 
+def timed_canary(people):
+    """A canary at its decision, promoting by itself half a second from now."""
+    run = run_start(
+        kind="shape.canary",
+        actor=people["erin"],
+        params={"environment": "dev", "invocations": 0, "promote_after": 0.5},
+    )
+    return to_decision(run)
+
+
 @pytest.fixture
 def people(db):
     return {name: make_persona(name) for name in ("erin", "eddie", "rita", "ada")}
@@ -121,12 +131,7 @@ class DecisionRuleTests:
         assert not Decision.objects.exists()
 
     def test_the_default_applies_once_the_time_limit_passes(self, people, sandbox, environments):
-        run = run_start(
-            kind="shape.canary",
-            actor=people["erin"],
-            params={"environment": "dev", "invocations": 0, "promote_after": 0.5},
-        )
-        run, verdict = to_decision(run)
+        run, verdict = timed_canary(people)
         assert run.wake_at is not None  # the engine looks again when the limit passes
         time.sleep(0.6)
 
@@ -145,12 +150,7 @@ class DecisionRuleTests:
         assert run.steps.get(pk=verdict.pk).output["by_default"] is True
 
     def test_a_choice_made_before_the_limit_stands(self, people, sandbox, environments):
-        run = run_start(
-            kind="shape.canary",
-            actor=people["erin"],
-            params={"environment": "dev", "invocations": 0, "promote_after": 0.5},
-        )
-        run, verdict = to_decision(run)
+        run, verdict = timed_canary(people)
         run_decide(run=run, step_id=verdict.pk, actor=people["eddie"], choice="rollback")
         time.sleep(0.6)
         dispatch.advance(run.pk)

@@ -48,14 +48,8 @@ class ShapeAppTests:
         self, cluster, environments, sandbox, client
     ):
         erin, eddie = make_persona("erin"), make_persona("eddie")
-        sandbox.inject(
-            service="sts",
-            operation="GetCallerIdentity",
-            code="ThrottlingException",
-            message="Rate exceeded",
-            status=400,
-            count=4,  # more than boto3's own retries absorb
-        )
+        # More throttles than boto3's own retries absorb: the engine retries the step.
+        sandbox.inject(service="sts", operation="GetCallerIdentity", code="Throttling", count=4)
         cluster.worker()
         run = run_start(
             kind="shape.canary",
