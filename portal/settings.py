@@ -211,6 +211,9 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 RUNS_LEASE_SECONDS = env_float("RUNS_LEASE_SECONDS", 60.0)
 RUNS_HEARTBEAT_SECONDS = env_float("RUNS_HEARTBEAT_SECONDS", 10.0)
 RUNS_REAPER_INTERVAL_SECONDS = env_float("RUNS_REAPER_INTERVAL_SECONDS", 15.0)
+# Runs due this long with no worker claiming any run: the workers are stalled (jammed or
+# gone). The dashboard says so and the launcher restarts the worker.
+RUNS_STALL_SECONDS = env_float("RUNS_STALL_SECONDS", 120.0)
 # A pending run older than this that no worker has claimed is enqueued again.
 RUNS_ENQUEUE_GRACE_SECONDS = env_float("RUNS_ENQUEUE_GRACE_SECONDS", 30.0)
 # A worker keeps going with the next step of the same run for up to this long before it
@@ -228,6 +231,10 @@ AWS_CONNECT_TIMEOUT = env_float("AWS_CONNECT_TIMEOUT", 5.0)
 AWS_READ_TIMEOUT = env_float("AWS_READ_TIMEOUT", 30.0)
 SANDBOX_HOST = env_str("ONRAMP_SANDBOX_HOST", "127.0.0.1")
 SANDBOX_PORT = env_int("ONRAMP_SANDBOX_PORT", 5055)
+# The sandbox keeps its AWS state in SANDBOX_STATE_DIR, saved every SANDBOX_SAVE_SECONDS
+# (and on a clean stop), restored at start; 0 keeps it in memory only.
+SANDBOX_STATE_DIR = Path(env_str("ONRAMP_SANDBOX_STATE_DIR", str(VAR_DIR / "sandbox")))
+SANDBOX_SAVE_SECONDS = env_float("ONRAMP_SANDBOX_SAVE_SECONDS", 5.0)
 # Where boto3 sends requests: the sandbox by default, LocalStack or real AWS otherwise.
 AWS_ENDPOINT_URL = env_str(
     "AWS_ENDPOINT_URL", f"http://{SANDBOX_HOST}:{SANDBOX_PORT}" if SANDBOX else ""
@@ -284,7 +291,8 @@ LOGGING = {
 }
 
 CELERY_BEAT_SCHEDULE = {
-    "runs-reap": {"task": "runs.reap", "schedule": RUNS_REAPER_INTERVAL_SECONDS},
+    # The reaper itself runs in beat's own process (portal.runs.watchdog), not as a task a
+    # jammed worker would never pick up.
     # Re-read every live source's resources and flag differences from the approved plan.
     "onboarding-drift-scan": {
         "task": "onboarding.drift_scan",

@@ -19,6 +19,7 @@ from portal.runs.api import (
     run_list,
     run_percent,
     run_start,
+    worker_stall,
 )
 
 
@@ -38,6 +39,8 @@ def home(request: HttpRequest) -> HttpResponse:
         "environments": Environment.objects.all(),
         "can_check": has_role(request.user, Role.ENGINEER, Role.ADMIN),
     }
+    # Engineers and admins are told when work is waiting that no worker takes.
+    context["stall"] = worker_stall() if context["can_check"] else None
     # The runs fragment polls while a run is active; the filters swap it too.
     return render_polled(
         request, "portal/home.html", context, fragment="runs", done=not context["any_active"]

@@ -20,7 +20,7 @@ Acting on runs (services: each checks the actor's role and writes one audit even
 
 Reading runs (what a page shows)
     `Run`, `RunStatus`, `StepStatus`, `runs_of`, `run_list`, `run_percent`,
-    `run_permissions`, `step_results`.
+    `run_permissions`, `step_results`, `worker_stall` (work waiting that no worker takes).
 """
 
 from portal.runs.context import Chosen, StepContext
@@ -61,6 +61,7 @@ from portal.runs.services import (
     run_start,
     run_wake,
 )
+from portal.runs.watchdog import Stall, worker_stall
 
 RunKind = RunKindSpec
 
@@ -78,6 +79,7 @@ __all__ = [
     "Run",
     "RunKind",
     "RunStatus",
+    "Stall",
     "Step",
     "StepContext",
     "StepStatus",
@@ -100,4 +102,5 @@ __all__ = [
     "runs_of",
     "step",
     "step_results",
+    "worker_stall",
 ]
