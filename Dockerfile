@@ -25,7 +25,7 @@ RUN pip install .
 COPY manage.py ./
 COPY templates ./templates
 COPY static ./static
-RUN mkdir -p /app/var && chown onramp:onramp /app/var
+RUN mkdir -p /app/var /var/lib/onramp-sandbox && chown onramp:onramp /app/var /var/lib/onramp-sandbox
 
 USER onramp
 EXPOSE 8000

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from portal.sandbox import patches
+from portal.sandbox import patches, state
 from portal.sandbox.etl import EtlRun, StepFailed
 
 if TYPE_CHECKING:
@@ -169,6 +169,57 @@ class Pipeline:
             **counts,
         }
 
+    def saved_state(self) -> dict[str, Any]:
+        """The counts and the deliveries still queued, for the sandbox's saved state."""
+        with self._changed:
+            return {
+                "counts": dict(self.counts),
+                "queued": [item for _, item in self._queue],
+                "sequence": self._sequence,
+            }
+
+    def restore_state(self, saved: dict[str, Any]) -> None:
+        """Take back `saved_state()`: queued deliveries are delivered again after the delay."""
+        with self._changed:
+            for name, value in dict(saved.get("counts") or {}).items():
+                if name in self.counts:
+                    self.counts[name] = int(value)
+            self._sequence = int(saved.get("sequence") or 0)
+            due = time.monotonic() + self.delivery_delay
+            self._queue.extend((due, item) for item in saved.get("queued") or [])
+            self._changed.notify_all()
+        self._fail_interrupted()
+
+    def _fail_interrupted(self) -> None:
+        """Executions this stand-in was running when the sandbox stopped cannot go on: they
+        fail, as a Lambda cut off mid-run would fail them."""
+        # import here: moto loads only in the sandbox server process, never in web or workers
+        from moto.stepfunctions.models import stepfunctions_backends
+
+        backends = [backend for _, _, backend in list(stepfunctions_backends.iter_backends())]
+        executions = [
+            execution
+            for backend in backends
+            for machine in list(getattr(backend, "state_machines", []))
+            for execution in list(machine.executions)
+        ]
+        for execution in executions:
+            history = getattr(execution, "get_execution_history", None)
+            if execution.status != "RUNNING" or not isinstance(history, _RecordedHistory):
+                continue
+            failure = StepFailed("Sandbox.Interrupted", "The sandbox stopped during this run.")
+            history.events.append(
+                {
+                    "timestamp": datetime.now(UTC),
+                    "type": "ExecutionFailed",
+                    "id": len(history.events) + 1,
+                    "previousEventId": len(history.events),
+                    "executionFailedEventDetails": failure.details(),
+                }
+            )
+            _finish(execution, "FAILED", error=failure.error, cause=failure.cause())
+            self._count("failed")
+
     def wait_idle(self, timeout: float) -> bool:
         """Wait until nothing is queued or running; whether that happened in time."""
         deadline = time.monotonic() + timeout
@@ -266,13 +317,15 @@ class Pipeline:
         _, _, _, region, account_id, _, _ = arn.split(":", 6)
         try:
             role_arn = target.get("RoleArn") or rule.role_arn
-            if role_arn:
-                iam_backends[account_id]["global"].get_role_by_arn(role_arn)
-            backend = get_backend(account_id, region)
-            machine = backend.describe_state_machine(arn)
-            execution = backend.start_execution(
-                arn, str(uuid.uuid4()), json.dumps(_target_input(target, event))
-            )
+            with state.GATE.shared():
+                if role_arn:
+                    iam_backends[account_id]["global"].get_role_by_arn(role_arn)
+                backend = get_backend(account_id, region)
+                machine = backend.describe_state_machine(arn)
+                execution = backend.start_execution(
+                    arn, str(uuid.uuid4()), json.dumps(_target_input(target, event))
+                )
+            state.mark_changed()
         except Exception as exc:  # EventBridge counts a FailedInvocation and moves on
             logger.warning("sandbox pipeline: rule %s could not start %s: %s", rule.name, arn, exc)
             self._count("delivery_errors")
@@ -300,11 +353,11 @@ class Pipeline:
         data: Any = json.loads(execution.execution_input)
         failure: StepFailed | None = None
         try:
-            for step, state in zip(STEPS, states, strict=True):
-                history.add("TaskStateEntered", "stateEnteredEventDetails", name=state, input=data)
+            for step, name in zip(STEPS, states, strict=True):
+                history.add("TaskStateEntered", "stateEnteredEventDetails", name=name, input=data)
                 time.sleep(self.step_delay)
                 data = getattr(run, step)()
-                history.add("TaskStateExited", "stateExitedEventDetails", name=state, output=data)
+                history.add("TaskStateExited", "stateExitedEventDetails", name=name, output=data)
         except StepFailed as exc:
             failure = exc
         except Exception as exc:  # a bug in the stand-in must not leave the execution RUNNING
@@ -335,16 +388,19 @@ class Pipeline:
 
         now = now or datetime.now(UTC)
         changed = 0
-        for _, regions in list(cloudwatch_backends.items()):
-            for _, backend in list(regions.items()):
-                for alarm in list(backend.alarms.values()):
-                    if alarm.namespace not in self.alarm_namespaces or not alarm.metric_name:
-                        continue
-                    state, reason, data = alarm_state(alarm, list(backend.metric_data), now)
-                    if state is None or state == alarm.state_value:
-                        continue
-                    backend.set_alarm_state(alarm.name, reason, json.dumps(data), state)
-                    changed += 1
+        with state.GATE.shared():
+            for _, regions in list(cloudwatch_backends.items()):
+                for _, backend in list(regions.items()):
+                    for alarm in list(backend.alarms.values()):
+                        if alarm.namespace not in self.alarm_namespaces or not alarm.metric_name:
+                            continue
+                        found, reason, data = alarm_state(alarm, list(backend.metric_data), now)
+                        if found is None or found == alarm.state_value:
+                            continue
+                        backend.set_alarm_state(alarm.name, reason, json.dumps(data), found)
+                        changed += 1
+        if changed:
+            state.mark_changed()
         with self._changed:
             self.counts["alarm_evaluations"] += 1
             self.counts["alarm_changes"] += changed
@@ -461,12 +517,25 @@ def _finish(execution: Any, status: str, **fields: Any) -> None:
     # import here: moto loads only in the sandbox server process, never in web or workers
     from moto.core.utils import utcnow
 
-    execution.output = fields.get("output")
-    execution.output_details = {"truncated": False} if status == "SUCCEEDED" else None
-    execution.error = fields.get("error")
-    execution.cause = fields.get("cause")
-    execution.stop_date = utcnow()
-    execution.status = status
+    with state.GATE.shared():
+        execution.output = fields.get("output")
+        execution.output_details = {"truncated": False} if status == "SUCCEEDED" else None
+        execution.error = fields.get("error")
+        execution.cause = fields.get("cause")
+        execution.stop_date = utcnow()
+        execution.status = status
+    state.mark_changed()
+
+
+class _RecordedHistory:
+    """An execution's get_execution_history: the events the stand-in recorded (picklable,
+    so the history is saved with the execution, see state.py)."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+
+    def __call__(self, role_arn: str) -> list[dict[str, Any]]:
+        return list(self.events)
 
 
 class _History:
@@ -474,7 +543,7 @@ class _History:
 
     def __init__(self, execution: Any, role_arn: str) -> None:
         self.events: list[dict[str, Any]] = []
-        execution.get_execution_history = lambda _role_arn: list(self.events)
+        execution.get_execution_history = _RecordedHistory(self.events)
         self.add(
             "ExecutionStarted",
             "executionStartedEventDetails",
@@ -487,6 +556,11 @@ class _History:
             if key in details:
                 details[key] = json.dumps(details[key])
                 details[f"{key}Details"] = {"truncated": False}
+        with state.GATE.shared():
+            self._append(kind, details_key, details)
+        state.mark_changed()
+
+    def _append(self, kind: str, details_key: str, details: dict[str, Any]) -> None:
         self.events.append(
             {
                 "timestamp": datetime.now(UTC),

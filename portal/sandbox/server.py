@@ -23,10 +23,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any, Protocol
 
 from portal.sandbox import patches
 from portal.sandbox.pipeline import Pipeline
+from portal.sandbox.state import Loaded, StateStore
 from portal.sandbox.wsgi import SandboxMiddleware
 
 READY_PREFIX = "sandbox listening on "
@@ -73,14 +75,23 @@ def writes(url: str) -> int:
 
 
 class ThreadedSandbox:
-    """The sandbox on a daemon thread of this process."""
+    """The sandbox on a daemon thread of this process. With `state_dir`, the saved state
+    there is restored before the first call is served and saved every `save_seconds`
+    (when something changed) and at `stop()` (see state.py); `.loaded` says what was found."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(
+        self, host: str, port: int, *, state_dir: Path | None = None, save_seconds: float = 0
+    ) -> None:
         # import here: moto loads only in the sandbox server process, never in web or workers
         from moto.moto_server.werkzeug_app import MotoRequestHandler
         from werkzeug.serving import make_server
 
         self.app = make_app()
+        self.store: StateStore | None = None
+        self.loaded: Loaded | None = None
+        if state_dir is not None:
+            self.store = StateStore(state_dir, interval=save_seconds)
+            self.loaded = self.store.load()
         self._server = make_server(
             host, port, self.app, threaded=True, request_handler=MotoRequestHandler
         )
@@ -92,17 +103,29 @@ class ThreadedSandbox:
         own = "127.0.0.1" if bound_host in ("0.0.0.0", "::", "") else bound_host  # noqa: S104
         self.pipeline = Pipeline(f"http://{own}:{bound_port}")
         self.app.pipeline = self.pipeline
+        if self.store is not None and self.loaded is not None:
+            self.store.extras = lambda: {"pipeline": self.pipeline.saved_state()}
+            if self.loaded.extras and "pipeline" in self.loaded.extras:
+                self.pipeline.restore_state(self.loaded.extras["pipeline"])
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="sandbox-server", daemon=True
         )
         self._thread.start()
         self.pipeline.start()
+        if self.store is not None:
+            self.store.start()
+
+    def save(self) -> bool:
+        """Save the state now (when there is a state folder); whether it was written."""
+        return self.store.save(force=True) if self.store is not None else False
 
     def stop(self) -> None:
         self.pipeline.stop()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
+        if self.store is not None:
+            self.store.stop()
 
 
 class ProcessSandbox:
@@ -162,11 +185,22 @@ class ProcessSandbox:
 
 
 def start_sandbox_server(
-    host: str = "127.0.0.1", port: int = 0, *, isolated: bool = False, timeout: float = 30.0
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    isolated: bool = False,
+    timeout: float = 30.0,
+    state_dir: Path | None = None,
+    save_seconds: float = 0,
 ) -> ThreadedSandbox | ProcessSandbox:
-    """Start the sandbox and return once it answers; `.url` and `.stop()` on the handle."""
+    """Start the sandbox and return once it answers; `.url` and `.stop()` on the handle.
+    With `state_dir` (threaded only), it keeps its state there (see ThreadedSandbox)."""
+    if isolated and state_dir is not None:
+        raise ValueError("An isolated sandbox keeps no state; run manage.py sandbox for that.")
     server: ThreadedSandbox | ProcessSandbox = (
-        ProcessSandbox(host, port, timeout) if isolated else ThreadedSandbox(host, port)
+        ProcessSandbox(host, port, timeout)
+        if isolated
+        else ThreadedSandbox(host, port, state_dir=state_dir, save_seconds=save_seconds)
     )
     try:
         wait_until_ready(server.url, timeout)

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs
 import botocore.session
 from botocore.exceptions import DataNotFoundError, UnknownServiceError
 
-from portal.sandbox import costs, patches, pipeline
+from portal.sandbox import costs, patches, pipeline, state
 from portal.sandbox.faults import CONTROL_PATH, FaultStore, error_response, service_name
 
 logger = logging.getLogger(__name__)
@@ -225,8 +225,10 @@ class SandboxMiddleware:
         if call is None or not call.is_read:
             with self._writes_lock:
                 self._writes += 1
+            state.mark_changed()
         # Real clients reach AWS over TLS; the sandbox's loopback HTTP stands in for it.
-        with patches.secure_transport():
+        # A snapshot (state.py) waits for calls in progress and holds new ones back.
+        with state.GATE.shared(), patches.secure_transport():
             return self.app(environ, start_response)
 
     def _cost_and_usage(
