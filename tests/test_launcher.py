@@ -1,4 +1,5 @@
-"""`python onramp.py run` end to end: it starts everything, stops everything, and restarts.
+"""`python onramp.py run` end to end: it starts everything, stops everything, restarts a
+service that dies or is reported jammed (up to a limit), and starts again on the same data.
 
 Each launcher gets its own ONRAMP_VAR_DIR (SQLite, file broker, beat schedule) and free
 ports, and runs the embedded set-up even when CI exports a PostgreSQL/Redis configuration.
@@ -7,6 +8,7 @@ ports, and runs the embedded set-up even when CI exports a PostgreSQL/Redis conf
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -15,10 +17,12 @@ import sqlite3
 import subprocess
 import sys
 import time
+import types
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -103,11 +107,11 @@ class Launcher:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
 
-    def start(self) -> None:
+    def start(self, *args: str) -> None:
         self.seen.clear()
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "onramp.py", "run"],
+            [sys.executable, "onramp.py", "run", *args],
             cwd=ROOT,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -116,6 +120,27 @@ class Launcher:
             start_new_session=True,  # so cleanup can reach everything if the test fails
         )
         log.close()
+
+    def count(self, text: str) -> int:
+        """How many times `text` occurs in everything the launcher printed."""
+        return self.log_path.read_text(errors="replace").count(text)
+
+    def kill_service(self, name: str) -> int:
+        """SIGKILL a service's whole process group; returns the pid it had."""
+        self.remember_processes()
+        pid = self.pids()[name]
+        os.killpg(pid, signal.SIGKILL)
+        return pid
+
+    def wait_for_restart(self, name: str, old_pid: int, timeout: float = 90) -> int:
+        def restarted() -> bool:
+            try:
+                return self.pids().get(name, old_pid) != old_pid
+            except (OSError, ValueError):
+                return False  # being rewritten
+
+        self.wait_for(f"{name} to be restarted", restarted, timeout)
+        return self.pids()[name]
 
     def output(self, tail: int = 80) -> str:
         lines = self.log_path.read_text(errors="replace").splitlines()
@@ -292,17 +317,110 @@ class LauncherTests:
         assert code == 0, launcher.output()
         launcher.assert_no_survivors()
 
-    def test_it_stops_everything_and_fails_when_a_child_dies(self, launcher: Launcher) -> None:
+    def test_it_restarts_what_dies_or_jams_and_stops_during_a_back_off(
+        self, launcher: Launcher
+    ) -> None:
+        launcher.env.update(
+            ONRAMP_RESTART_BACKOFF="3",  # long enough to stop the launcher inside one
+            ONRAMP_RESTART_LIMIT="5",
+            ONRAMP_HEALTH_GRACE="2",
+        )
+        health = launcher.var_dir / "runs-health.json"
+        reset = sandbox_accepts_reset()
+        launcher.start(*(["--reset-sandbox"] if reset else []))
+        launcher.wait_for("/healthz", lambda: launcher.get("/healthz")[0] == 200, START_TIMEOUT)
+        write_atomically(health, "{not json")  # garbled: read every few seconds, ignored
+        first = launcher.pids()
+
+        # The sandbox: restarted, up again once it says "sandbox ready", never reset again.
+        if reset:
+            assert "--reset" in cmdline(first["sandbox"])
+        launcher.kill_service("sandbox")
+        sandbox = launcher.wait_for_restart("sandbox", first["sandbox"])
+        launcher.wait_for(
+            "the sandbox to be up again", lambda: launcher.count("sandbox is up again") == 1, 90
+        )
+        assert "--reset" not in cmdline(sandbox)
+        assert "sandbox exited unexpectedly (killed by SIGKILL); restarting it in 3 s" in (
+            launcher.output()
+        )
+
+        # The worker: restarted with the same command, and the new one takes work.
+        worker_command = cmdline(first["worker"])
+        launcher.kill_service("worker")
+        worker = launcher.wait_for_restart("worker", first["worker"])
+        assert cmdline(worker) == worker_command
+        launcher.wait_for(
+            "the worker to be up again", lambda: launcher.count("worker is up again") == 1, 90
+        )
+        assert "worker exited unexpectedly (killed by SIGKILL); restarting it in 3 s" in (
+            launcher.output()
+        )
+        send_ping(launcher)
+        ping_log = Path(launcher.env["ONRAMP_PING_LOG"])
+        launcher.wait_for(
+            "the restarted worker to run a ping",
+            lambda: ping_log.exists() and ping_log.stat().st_size > 0,
+            60,
+        )
+        ran_in = int(ping_log.read_text().split()[3])
+        assert ran_in == worker or ran_in in descendants(worker), "a stale process ran it"
+        assert launcher.pids()["web"] == first["web"]  # the others kept running
+
+        # The web server: restarted and serving again.
+        launcher.kill_service("web")
+        launcher.wait_for_restart("web", first["web"])
+        launcher.wait_for(
+            "/healthz after web restarted", lambda: launcher.get("/healthz")[0] == 200, 90
+        )
+        assert "web exited unexpectedly (killed by SIGKILL)" in launcher.output()
+
+        # A jammed worker report: acted on once, again only for a report made later.
+        stalled = "worker made no progress (test jam {}): restarting it"
+        time.sleep(2.5)  # the worker's restart is past the grace
+        write_health(health, "stalled", "test jam 1")
+        launcher.wait_for("the jam reaction", lambda: launcher.count(stalled.format(1)) == 1, 30)
+        worker_2 = launcher.wait_for_restart("worker", worker)
+        time.sleep(8)  # two more reads of the same report
+        assert launcher.count(stalled.format(1)) == 1, launcher.output()
+        assert launcher.pids()["worker"] == worker_2
+        write_health(health, "ok", "")
+        time.sleep(0.5)
+        write_health(health, "stalled", "test jam 2")
+        launcher.wait_for("the second reaction", lambda: launcher.count(stalled.format(2)) == 1, 30)
+        launcher.wait_for_restart("worker", worker_2)
+        assert launcher.count("restarting it") == 5, launcher.output()
+
+        # SIGTERM while beat waits out its back-off: all stops, beat never starts again.
+        launcher.kill_service("beat")
+        launcher.wait_for(
+            "beat's back-off", lambda: launcher.count("beat exited unexpectedly") == 1, 10
+        )
+        started = time.monotonic()
+        code = launcher.stop(signal.SIGTERM)
+        assert code == 0, launcher.output()
+        assert time.monotonic() - started < 25
+        assert launcher.count("beat restarted") == 0, launcher.output()
+        launcher.assert_no_survivors()
+        assert not (launcher.var_dir / "onramp-run.json").exists()
+
+    def test_it_gives_up_on_a_service_that_keeps_dying(self, launcher: Launcher) -> None:
+        launcher.env.update(ONRAMP_RESTART_LIMIT="2", ONRAMP_RESTART_BACKOFF="0.2")
         launcher.start()
         launcher.wait_for("/healthz", lambda: launcher.get("/healthz")[0] == 200, START_TIMEOUT)
-        launcher.remember_processes()
-        os.kill(launcher.pids()["beat"], signal.SIGKILL)
+        for _ in range(2):
+            old = launcher.kill_service("beat")
+            launcher.wait_for_restart("beat", old, 30)
+        launcher.kill_service("beat")
         try:
             code = launcher.proc.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            launcher.fail("onramp.py run kept running after beat died")
+            launcher.fail("onramp.py run kept running after beat died past the limit")
         assert code != 0
-        assert "beat exited unexpectedly" in launcher.output()
+        output = launcher.output()
+        assert launcher.count("beat restarted") == 2, output
+        assert "beat exited unexpectedly (killed by SIGKILL) after 2 restarts" in output
+        assert "giving up" in output
         launcher.assert_no_survivors()
 
     def test_it_refuses_to_start_when_the_web_port_is_taken(self, launcher: Launcher) -> None:
@@ -315,3 +433,61 @@ class LauncherTests:
         output = launcher.output()
         assert f"port {launcher.web_port}" in output and "already in use" in output
         assert not (launcher.var_dir / "onramp.sqlite3").exists()  # it started nothing
+
+
+class ResetSandboxTests:
+    """`run --reset-sandbox` reaches the sandbox's first start only (argv level)."""
+
+    def test_only_the_first_start_resets(self) -> None:
+        onramp = load_onramp()
+        first, again = onramp.sandbox_commands(True)
+        assert first[-2:] == ["sandbox", "--reset"]
+        assert again[-1] == "sandbox" and "--reset" not in again
+        assert onramp.sandbox_commands(False) == (again, again)
+
+    def test_the_flag_reaches_cmd_run(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        onramp = load_onramp()
+        calls: list[bool] = []
+        monkeypatch.setattr(
+            onramp, "cmd_run", lambda reset_sandbox=False: calls.append(reset_sandbox) or 0
+        )
+        assert onramp.main(["run", "--reset-sandbox"]) == 0
+        assert onramp.main(["run"]) == 0
+        assert calls == [True, False]
+        assert onramp.main(["run", "--reset"]) == onramp.EXIT_USAGE
+
+
+def load_onramp() -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location("onramp_launcher", ROOT / "onramp.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def sandbox_accepts_reset() -> bool:
+    """Whether `manage.py sandbox` has its --reset option yet (another change adds it)."""
+    source = (ROOT / "portal" / "management" / "commands" / "sandbox.py").read_text()
+    return '"--reset"' in source
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return raw.decode(errors="replace").split("\0")[:-1]
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp-test")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_health(path: Path, worker: str, reason: str) -> None:
+    checked_at = datetime.now(UTC).isoformat()
+    write_atomically(
+        path, json.dumps({"checked_at": checked_at, "worker": worker, "reason": reason})
+    )
