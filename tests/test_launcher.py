@@ -267,6 +267,37 @@ def send_ping(launcher: Launcher) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def start_environment_check(launcher: Launcher) -> int:
+    """Start an environment check of dev as the scheduler account; returns the run's id."""
+    code = (
+        "import django; django.setup()\n"
+        "from portal.kinds import environment_check\n"
+        "from portal.roles import scheduler_user\n"
+        "from portal.runs.api import run_start\n"
+        "run = run_start(kind=environment_check, actor=scheduler_user(),"
+        " params={'environments': ['dev']})\n"
+        "print(run.pk)\n"
+    )
+    env = {**launcher.env, "DJANGO_SETTINGS_MODULE": "portal.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+def run_status(launcher: Launcher, run_id: int) -> str:
+    with contextlib.closing(sqlite3.connect(launcher.var_dir / "onramp.sqlite3")) as db:
+        row = db.execute("SELECT status FROM runs_run WHERE id = ?", (run_id,)).fetchone()
+        return row[0] if row else ""
+
+
 class LauncherTests:
     def test_it_runs_stops_cleanly_and_reuses_the_database(self, launcher: Launcher) -> None:
         launcher.start()
@@ -403,6 +434,44 @@ class LauncherTests:
         assert launcher.count("beat restarted") == 0, launcher.output()
         launcher.assert_no_survivors()
         assert not (launcher.var_dir / "onramp-run.json").exists()
+
+    def test_a_worker_whose_pool_processes_were_all_killed_is_found_and_replaced(
+        self, launcher: Launcher
+    ) -> None:
+        """The jam, end to end: prefork's new pool processes wait on the lock a killed one
+        held, so the worker takes no work though it answers pings. Beat's watchdog finds
+        runs due with no worker progress, the launcher restarts the worker, the run ends."""
+        launcher.env.update(
+            RUNS_STALL_SECONDS="5",
+            RUNS_REAPER_INTERVAL_SECONDS="1",
+            RUNS_ENQUEUE_GRACE_SECONDS="2",
+            ONRAMP_HEALTH_GRACE="2",
+        )
+        launcher.start()
+        launcher.wait_for("/healthz", lambda: launcher.get("/healthz")[0] == 200, START_TIMEOUT)
+        launcher.wait_for("the worker", lambda: launcher.count("ready.") > 0, 90)
+        worker = launcher.pids()["worker"]
+        pool = [pid for pid, _ in descendants(worker).items() if pid != worker]
+        assert pool, "the worker has no pool processes"
+        for pid in pool:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(2)
+        started = time.monotonic()
+        run_id = start_environment_check(launcher)
+
+        launcher.wait_for(
+            "the run to finish", lambda: run_status(launcher, run_id) == "succeeded", 150
+        )
+
+        took = time.monotonic() - started
+        jammed = launcher.count("worker made no progress") > 0
+        if jammed:
+            assert launcher.pids()["worker"] != worker, launcher.output()
+            assert "no worker has taken work" in launcher.output()
+        else:  # the pool recovered by itself this time: then it never waited for a stall
+            assert took < 5 + 2, (took, launcher.output())
+        assert launcher.stop(signal.SIGTERM) == 0, launcher.output()
 
     def test_it_gives_up_on_a_service_that_keeps_dying(self, launcher: Launcher) -> None:
         launcher.env.update(ONRAMP_RESTART_LIMIT="2", ONRAMP_RESTART_BACKOFF="0.2")
