@@ -65,6 +65,8 @@ FAST = {
     "ONRAMP_RESTART_LIMIT": "1000",
     "ONRAMP_RESTART_BACKOFF": "0.5",
     "ONRAMP_SANDBOX_SAVE_SECONDS": "1",
+    # It SIGKILLs the sandbox on purpose: keep every write it acknowledged, as AWS does.
+    "ONRAMP_SANDBOX_DURABLE_WRITES": "true",
 }
 PRODUCTION = ("DATABASE_URL", "CELERY_BROKER_URL", "AWS_ENDPOINT_URL", "ONRAMP_BROKER_DIR")
 

@@ -235,6 +235,11 @@ SANDBOX_PORT = env_int("ONRAMP_SANDBOX_PORT", 5055)
 # (and on a clean stop), restored at start; 0 keeps it in memory only.
 SANDBOX_STATE_DIR = Path(env_str("ONRAMP_SANDBOX_STATE_DIR", str(VAR_DIR / "sandbox")))
 SANDBOX_SAVE_SECONDS = env_float("ONRAMP_SANDBOX_SAVE_SECONDS", 5.0)
+# Save after every write, before answering it, so an acknowledged write survives even a
+# SIGKILL (AWS never forgets one). Each write then pays for a whole snapshot, which grows
+# with the state, so it is off by default: the timed saves and the save at a clean stop
+# cover a restart; a SIGKILL loses at most SANDBOX_SAVE_SECONDS of writes.
+SANDBOX_DURABLE_WRITES = env_bool("ONRAMP_SANDBOX_DURABLE_WRITES", False)
 # Where boto3 sends requests: the sandbox by default, LocalStack or real AWS otherwise.
 AWS_ENDPOINT_URL = env_str(
     "AWS_ENDPOINT_URL", f"http://{SANDBOX_HOST}:{SANDBOX_PORT}" if SANDBOX else ""

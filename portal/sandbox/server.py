@@ -80,7 +80,13 @@ class ThreadedSandbox:
     (when something changed) and at `stop()` (see state.py); `.loaded` says what was found."""
 
     def __init__(
-        self, host: str, port: int, *, state_dir: Path | None = None, save_seconds: float = 0
+        self,
+        host: str,
+        port: int,
+        *,
+        state_dir: Path | None = None,
+        save_seconds: float = 0,
+        durable: bool = False,
     ) -> None:
         # import here: moto loads only in the sandbox server process, never in web or workers
         from moto.moto_server.werkzeug_app import MotoRequestHandler
@@ -114,6 +120,8 @@ class ThreadedSandbox:
         self.pipeline.start()
         if self.store is not None:
             self.store.start()
+            if durable:
+                self.app.persist = self.store.save
 
     def save(self) -> bool:
         """Save the state now (when there is a state folder); whether it was written."""
@@ -192,6 +200,7 @@ def start_sandbox_server(
     timeout: float = 30.0,
     state_dir: Path | None = None,
     save_seconds: float = 0,
+    durable: bool = False,
 ) -> ThreadedSandbox | ProcessSandbox:
     """Start the sandbox and return once it answers; `.url` and `.stop()` on the handle.
     With `state_dir` (threaded only), it keeps its state there (see ThreadedSandbox)."""
@@ -200,7 +209,9 @@ def start_sandbox_server(
     server: ThreadedSandbox | ProcessSandbox = (
         ProcessSandbox(host, port, timeout)
         if isolated
-        else ThreadedSandbox(host, port, state_dir=state_dir, save_seconds=save_seconds)
+        else ThreadedSandbox(
+            host, port, state_dir=state_dir, save_seconds=save_seconds, durable=durable
+        )
     )
     try:
         wait_until_ready(server.url, timeout)

@@ -191,6 +191,9 @@ class SandboxMiddleware:
         self.app = app
         self.faults = FaultStore()
         self.pipeline: pipeline.Pipeline | None = None  # set by the server that runs one
+        # Set by a server that keeps its state: called after each write, before the answer
+        # goes out, so an acknowledged write survives a SIGKILL (as AWS never forgets one).
+        self.persist: Callable[[], object] | None = None
         self._writes = 0
         self._writes_lock = threading.Lock()
 
@@ -222,14 +225,24 @@ class SandboxMiddleware:
                 return [payload]
             if call.service == "ce" and call.operation == "GetCostAndUsage":
                 return self._cost_and_usage(environ, start_response)
-        if call is None or not call.is_read:
+        write = call is None or not call.is_read
+        if write:
             with self._writes_lock:
                 self._writes += 1
             state.mark_changed()
         # Real clients reach AWS over TLS; the sandbox's loopback HTTP stands in for it.
         # A snapshot (state.py) waits for calls in progress and holds new ones back.
         with state.GATE.shared(), patches.secure_transport():
-            return self.app(environ, start_response)
+            response = self.app(environ, start_response)
+            if not write or self.persist is None:
+                return response
+            # Hold the answer to a write until it is saved (moto answers writes whole).
+            answer = list(response)
+            close = getattr(response, "close", None)
+            if close is not None:
+                close()
+        self.persist()  # outside the shared gate: a save takes it exclusively
+        return answer
 
     def _cost_and_usage(
         self, environ: dict[str, Any], start_response: StartResponse

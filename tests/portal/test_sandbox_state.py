@@ -57,13 +57,14 @@ def _free_port() -> int:
 class SandboxProcess:
     """``manage.py sandbox`` on a fixed port with its state in `state_dir`."""
 
-    def __init__(self, state_dir: Path, port: int, *args: str) -> None:
+    def __init__(self, state_dir: Path, port: int, *args: str, **settings: str) -> None:
         env = {
             **os.environ,
             "DATABASE_URL": _database_url(),
             "ONRAMP_SANDBOX": "true",
             "ONRAMP_SANDBOX_STATE_DIR": str(state_dir),
             "ONRAMP_SANDBOX_SAVE_SECONDS": str(SAVE_SECONDS),
+            **settings,
         }
         env.pop("AWS_ENDPOINT_URL", None)
         self.process = subprocess.Popen(
@@ -124,8 +125,8 @@ def run_sandbox_fixture(tmp_path: Path, settings: Any) -> Any:
     settings.AWS_ENDPOINT_URL = f"http://127.0.0.1:{port}"
     aws.reset_clients()
 
-    def run(*args: str) -> SandboxProcess:
-        process = SandboxProcess(state_dir, port, *args)
+    def run(*args: str, **settings: str) -> SandboxProcess:
+        process = SandboxProcess(state_dir, port, *args, **settings)
         started.append(process)
         return process
 
@@ -211,6 +212,25 @@ class SandboxStateTests:
         assert _secret_value(dev, secret) is None
         # Clean means freshly seeded: the pipeline is back, with a new token.
         assert _secret_value(dev, SECRET_NAME) not in (None, seeded)
+
+    @pytest.mark.parametrize("durable", [True, False], ids=["durable", "timed-only"])
+    def test_a_write_it_answered_survives_a_sigkill_right_after_it_when_durable(
+        self, dev, run_sandbox, durable
+    ):
+        """AWS never forgets a write it acknowledged; nor does the sandbox, unless told to
+        rely on its timed saves only (an hour apart here)."""
+        settings = {
+            "ONRAMP_SANDBOX_SAVE_SECONDS": "3600",
+            "ONRAMP_SANDBOX_DURABLE_WRITES": str(durable).lower(),
+        }
+        first = run_sandbox(**settings)
+        secret = f"durable/{uuid.uuid4().hex[:8]}"
+        clients(dev)("secretsmanager").create_secret(Name=secret, SecretString="kept")
+
+        first.kill()  # at once: no timed save has happened since the write
+        run_sandbox(**settings)
+
+        assert _secret_value(dev, secret) == ("kept" if durable else None)
 
     def test_an_unreadable_state_file_is_set_aside_and_the_sandbox_starts_seeded(
         self, dev, run_sandbox

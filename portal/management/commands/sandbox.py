@@ -50,7 +50,11 @@ class Command(BaseCommand):
             self.stdout.write(f"sandbox state in {settings.SANDBOX_STATE_DIR} deleted (--reset)")
         try:
             server = start_sandbox_server(
-                host, port, state_dir=state_dir, save_seconds=settings.SANDBOX_SAVE_SECONDS
+                host,
+                port,
+                state_dir=state_dir,
+                save_seconds=settings.SANDBOX_SAVE_SECONDS,
+                durable=settings.SANDBOX_DURABLE_WRITES,
             )
         except OSError as exc:
             raise CommandError(f"Cannot listen on {host}:{port}: {exc}") from exc
