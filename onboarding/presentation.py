@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 from onboarding.models import HandoffItem, OnboardingRequest, RequestStatus
 from onboarding.selectors import EnvironmentRollout, TimelineEntry
 from onboarding.services import HandoffState, ValidationState
-from portal.runs.api import ACTIVE_RUN_STATUSES, Run, RunStatus, Step, StepStatus
+from portal.runs.api import Run, RunStatus, Step, StepStatus
 
 BUTTON_CLASSES = {"provision": "primary", "teardown": "danger"}
 HANDOFF_MARK_LABELS: dict[str, str] = {
@@ -37,6 +37,9 @@ class _Shown(Protocol):
     @property
     def last_run(self) -> Run | None: ...
 
+    @property
+    def busy(self) -> bool: ...
+
 
 S = TypeVar("S", bound=_Shown)
 
@@ -52,7 +55,7 @@ def state_tone(shown: _Shown) -> str:
         return ""
     if run.status == RunStatus.FAILED:
         return "bad"
-    return "running" if run.status in ACTIVE_RUN_STATUSES else ""
+    return "running" if shown.busy else ""
 
 
 def state_badges(states: Iterable[S]) -> list[tuple[S, str]]:

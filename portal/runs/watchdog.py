@@ -39,7 +39,6 @@ class Stall:
 
     waiting: int
     idle: timedelta | None
-    oldest_due: datetime
 
     @property
     def message(self) -> str:
@@ -72,13 +71,7 @@ def worker_stall(now: datetime | None = None) -> Stall | None:
     last = Run.objects.aggregate(at=Max("heartbeat_at"))["at"]
     if last is not None and last >= limit:
         return None  # workers are taking work; these runs are next in line
-    waiting = overdue.count()
-    oldest = overdue.order_by("created_at").values_list("created_at", flat=True).first()
-    return Stall(
-        waiting=waiting,
-        idle=(now - last) if last is not None else None,
-        oldest_due=oldest or now,
-    )
+    return Stall(waiting=overdue.count(), idle=(now - last) if last is not None else None)
 
 
 def check(var_dir: Path | None = None) -> Stall | None:
