@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db.models import Count, Model, Q, QuerySet
+from django.utils.dateparse import parse_datetime
 
 from portal.roles import has_role
 from portal.runs.models import (
@@ -89,6 +90,8 @@ def run_steps(run: Run, user: Any) -> list[Step]:
         step.made_label = labels.get(step.made.choice, step.made.choice) if step.made else ""  # type: ignore[attr-defined]
         step.open = bool(step.decision_spec) and step.made is None and not run.is_terminal  # type: ignore[attr-defined]
         step.blocker = decision_blocker(run, step, user) if step.open else ""  # type: ignore[attr-defined]
+        decide_by = step.decision_spec.get("decide_by")
+        step.decide_by = parse_datetime(decide_by) if decide_by else None  # type: ignore[attr-defined]
     return steps
 
 
